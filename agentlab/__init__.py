@@ -1,0 +1,118 @@
+"""agentlab: build AI agents in JupyterLab, trace every step, evaluate and ship them.
+
+The public API, grouped. Names are imported on first use so that
+``import agentlab`` stays fast; see ``__all__``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # agents and runs
+    "Agent": "agentlab.agents",
+    "ReActAgent": "agentlab.agents",
+    "Run": "agentlab.agents",
+    "RunResult": "agentlab.agents",
+    "Step": "agentlab.agents",
+    # tools
+    "Tool": "agentlab.tools",
+    "tool": "agentlab.tools",
+    # models
+    "Model": "agentlab.models",
+    "ModelResponse": "agentlab.models",
+    "ModelSettings": "agentlab.models",
+    "FunctionModel": "agentlab.models",
+    "SchemaModel": "agentlab.models",
+    "infer_model": "agentlab.models",
+    "allow_model_requests": "agentlab.models",
+    # messages and usage
+    "AssistantMessage": "agentlab.messages",
+    "SystemMessage": "agentlab.messages",
+    "ToolCall": "agentlab.messages",
+    "ToolDefinition": "agentlab.messages",
+    "ToolMessage": "agentlab.messages",
+    "UserMessage": "agentlab.messages",
+    "Price": "agentlab.usage",
+    "PriceTable": "agentlab.usage",
+    "Usage": "agentlab.usage",
+    # tracing
+    "TraceStore": "agentlab.tracing",
+    # errors
+    "AgentlabError": "agentlab.errors",
+    "ModelError": "agentlab.errors",
+    "ToolRetry": "agentlab.errors",
+    "UserError": "agentlab.errors",
+}
+
+__all__ = [  # noqa: RUF022 - grouped as above, not sorted
+    "Agent",
+    "ReActAgent",
+    "Run",
+    "RunResult",
+    "Step",
+    "Tool",
+    "tool",
+    "Model",
+    "ModelResponse",
+    "ModelSettings",
+    "FunctionModel",
+    "SchemaModel",
+    "infer_model",
+    "allow_model_requests",
+    "AssistantMessage",
+    "SystemMessage",
+    "ToolCall",
+    "ToolDefinition",
+    "ToolMessage",
+    "UserMessage",
+    "Price",
+    "PriceTable",
+    "Usage",
+    "TraceStore",
+    "AgentlabError",
+    "ModelError",
+    "ToolRetry",
+    "UserError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:
+    from agentlab.agents import Agent, ReActAgent, Run, RunResult, Step
+    from agentlab.errors import AgentlabError, ModelError, ToolRetry, UserError
+    from agentlab.messages import (
+        AssistantMessage,
+        SystemMessage,
+        ToolCall,
+        ToolDefinition,
+        ToolMessage,
+        UserMessage,
+    )
+    from agentlab.models import (
+        FunctionModel,
+        Model,
+        ModelResponse,
+        ModelSettings,
+        SchemaModel,
+        allow_model_requests,
+        infer_model,
+    )
+    from agentlab.tools import Tool, tool
+    from agentlab.tracing import TraceStore
+    from agentlab.usage import Price, PriceTable, Usage

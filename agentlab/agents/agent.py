@@ -1,0 +1,124 @@
+"""The agent definition: model, tools, instructions and limits. No I/O happens
+until a run starts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+from agentlab._sync import run_sync
+from agentlab.agents.records import RunResult
+from agentlab.agents.run import Run, Tracer
+from agentlab.errors import UserError
+from agentlab.messages import Message
+from agentlab.models import Model, ModelSettings, infer_model
+from agentlab.tools import Tool
+from agentlab.usage import PriceTable
+
+__all__ = ["Agent", "TraceTarget"]
+
+TraceTarget = bool | str | Path | Tracer | Any
+
+
+def _resolve_tracer(trace: TraceTarget) -> Tracer | None:
+    if trace is False or trace is None:
+        return None
+    if hasattr(trace, "emit"):
+        return cast(Tracer, trace)
+    from agentlab.tracing import TraceStore
+
+    if isinstance(trace, TraceStore):
+        return trace.writer()
+    if trace is True:
+        return TraceStore().writer()
+    if isinstance(trace, str | Path):
+        return TraceStore(trace).writer()
+    raise UserError(
+        f"trace={trace!r} is not understood; pass True (the default workspace), "
+        "False, a workspace path, a TraceStore, or an object with emit()."
+    )
+
+
+class Agent:
+    """Base of every agent pattern; subclasses decide the opening messages.
+
+    Args:
+        model: a :class:`Model` or a string for :func:`infer_model`.
+        tools: :class:`Tool` objects or typed, documented functions.
+        name: the agent's name in traces.
+        instructions: the system prompt.
+        max_steps: model calls allowed per run before it stops with an explanation.
+        max_retries: consecutive failures allowed per tool (and for the model)
+            before the run stops; each failure is sent back to the model first.
+        settings: model settings (temperature, max_tokens, ...).
+        prices: the price table for cost; defaults to the built-in prices.
+        trace: where to record runs: True (the default workspace), False, a
+            workspace path, a TraceStore, or any object with ``emit(event)``.
+    """
+
+    default_instructions = "You are a helpful assistant."
+
+    def __init__(
+        self,
+        model: Model | str,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        *,
+        name: str = "agent",
+        instructions: str | None = None,
+        max_steps: int = 10,
+        max_retries: int = 2,
+        settings: ModelSettings | None = None,
+        prices: PriceTable | None = None,
+        trace: TraceTarget = True,
+    ) -> None:
+        if max_steps < 1:
+            raise UserError(f"max_steps must be at least 1 (got {max_steps}).")
+        if max_retries < 0:
+            raise UserError(f"max_retries must be 0 or more (got {max_retries}).")
+        self.model = infer_model(model)
+        self.tools = [t if isinstance(t, Tool) else Tool(t) for t in tools]
+        self.tools_by_name = {t.name: t for t in self.tools}
+        if len(self.tools_by_name) != len(self.tools):
+            names = [t.name for t in self.tools]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise UserError(
+                f"Agent {name!r} has several tools named {dupes}; names must "
+                "be unique (pass @tool(name=...) to rename one)."
+            )
+        self.tool_names = [t.name for t in self.tools]
+        self.tool_definitions = [t.definition for t in self.tools]
+        self.name = name
+        self.instructions = instructions or self.default_instructions
+        self.max_steps = max_steps
+        self.max_retries = max_retries
+        self.settings = settings
+        self.prices = prices or PriceTable()
+        self.trace = trace
+        self._tracer: Tracer | None = None
+        self._tracer_resolved = False
+
+    def opening_messages(self, input: str) -> list[Message]:
+        """The conversation a run starts from."""
+        raise NotImplementedError
+
+    def start(self, input: str, *, metadata: dict[str, Any] | None = None) -> Run:
+        """Start a run without taking a step (advance it with ``step``)."""
+        if not self._tracer_resolved:
+            self._tracer = _resolve_tracer(self.trace)
+            self._tracer_resolved = True
+        return Run(self, input, self.opening_messages(input), self._tracer, metadata)
+
+    async def run(self, input: str, *, metadata: dict[str, Any] | None = None) -> RunResult:
+        """Run until a final answer, the step limit or an unrecoverable error."""
+        return await self.start(input, metadata=metadata).finish()
+
+    def run_sync(self, input: str, *, metadata: dict[str, Any] | None = None) -> RunResult:
+        """:meth:`run` for synchronous code; also works inside a notebook cell."""
+        return run_sync(self.run(input, metadata=metadata))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, model={self.model.name!r}, "
+            f"tools={self.tool_names})"
+        )

@@ -1,0 +1,73 @@
+"""What a run produces: its steps and its result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agentlab.events import RunStatus, ToolCallStatus
+from agentlab.messages import AssistantMessage, Message
+from agentlab.usage import Usage
+
+__all__ = ["RunResult", "Step", "ToolCallRecord"]
+
+
+@dataclass(slots=True)
+class ToolCallRecord:
+    """One tool call made in a step."""
+
+    name: str
+    arguments: str
+    result: str
+    status: ToolCallStatus
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """One step: a model call and the tool calls it asked for."""
+
+    index: int
+    response: AssistantMessage | None
+    usage: Usage
+    cost: float | None
+    latency_ms: float
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def thought(self) -> str | None:
+        """The model's reasoning text when it also called tools."""
+        if self.response is not None and self.response.tool_calls:
+            return self.response.content
+        return None
+
+    @property
+    def kind(self) -> str:
+        if self.error is not None:
+            return "error"
+        return "tool_calls" if self.tool_calls else "answer"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a run. `explanation` says in plain language why a run that
+    did not complete stopped, what was tried and what to do next."""
+
+    run_id: str
+    status: RunStatus
+    output: str | None
+    explanation: str | None
+    steps: int
+    tools_called: list[str]
+    usage: Usage
+    cost: float | None
+    latency_ms: float
+    messages: list[Message]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    def __str__(self) -> str:
+        return self.output if self.ok and self.output is not None else (self.explanation or "")

@@ -1,0 +1,419 @@
+"""The run loop shared by every agent pattern: one step = one model call plus the
+tool calls it asks for. A run can be advanced step by step and inspected."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+from agentlab._sync import run_sync
+from agentlab.agents.explain import explanation
+from agentlab.agents.records import RunResult, Step, ToolCallRecord
+from agentlab.errors import (
+    ModelAuthError,
+    ModelError,
+    ModelUnavailableError,
+    ToolRetry,
+    UnexpectedModelOutputError,
+    UserError,
+)
+from agentlab.events import (
+    Event,
+    ModelCallEvent,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    ToolCallEvent,
+    ToolCallStatus,
+)
+from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage
+from agentlab.tools import Tool, format_validation_error, serialize_result
+from agentlab.usage import Usage
+
+if TYPE_CHECKING:
+    from agentlab.agents.agent import Agent
+
+__all__ = ["Run", "Tracer"]
+
+
+class Tracer(Protocol):
+    """Anything that records events (the trace store's writer, a test list)."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+class Run:
+    """One execution of an agent on one input.
+
+    Advance it with :meth:`step` (or :meth:`step_sync` in a notebook) and look at
+    :attr:`steps` and :attr:`messages` in between, or call :meth:`finish`.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        input: str,
+        messages: list[Message],
+        tracer: Tracer | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = os.urandom(16).hex()
+        self.agent = agent
+        self.input = input
+        self.messages = messages
+        self.steps: list[Step] = []
+        self.status: RunStatus = "running"
+        self.output: str | None = None
+        self.explanation: str | None = None
+        self._tracer = tracer
+        self._sent = 0  # messages already recorded with a model call
+        self._input_tokens = 0
+        self._output_tokens = 0
+        self._cost: float | None = 0.0
+        self._failures: dict[str, int] = {}  # consecutive failures per tool / "model"
+        self._started = time.perf_counter()
+        self._latency_ms = 0.0
+        if tracer is not None:
+            tracer.emit(
+                RunStarted(
+                    run_id=self.id,
+                    agent=agent.name,
+                    model=agent.model.name,
+                    input=input,
+                    started_at=time.time(),
+                    metadata=metadata or {},
+                )
+            )
+
+    # -- public API -----------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self.status != "running"
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            input_tokens=self._input_tokens,
+            output_tokens=self._output_tokens,
+            requests=len(self.steps),
+        )
+
+    @property
+    def result(self) -> RunResult:
+        """The result; only available once the run is done."""
+        if not self.done:
+            raise UserError(
+                f"Run {self.id} is still running ({len(self.steps)} steps so far); "
+                "call finish() or step() until done."
+            )
+        return RunResult(
+            run_id=self.id,
+            status=self.status,
+            output=self.output,
+            explanation=self.explanation,
+            steps=len(self.steps),
+            tools_called=[c.name for s in self.steps for c in s.tool_calls],
+            usage=self.usage,
+            cost=self._cost,
+            latency_ms=self._latency_ms,
+            messages=list(self.messages),
+        )
+
+    async def step(self) -> Step:
+        """Run one step: call the model, then the tools it asked for."""
+        if self.status != "running":
+            raise UserError(f"Run {self.id} already finished ({self.status}); start a new run.")
+        agent = self.agent
+        index = len(self.steps) + 1
+        started_at = time.time()
+        t0 = time.perf_counter()
+        try:
+            response = await agent.model.request(
+                self.messages, agent.tool_definitions, agent.settings
+            )
+        except ModelError as exc:
+            return self._model_failed(index, exc, started_at, t0)
+        except Exception as exc:  # a provider bug must still end in an explanation
+            error = ModelError(f"{type(exc).__name__}: {exc}", model=agent.model.name)
+            return self._model_failed(index, error, started_at, t0)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        usage = response.usage
+        cost = agent.prices.cost(response.model_name, usage)
+        self._add_usage(usage, cost)
+        reply = response.message
+        step = Step(index=index, response=reply, usage=usage, cost=cost, latency_ms=latency_ms)
+        self.steps.append(step)
+        self._emit_model_call(step, started_at, reply=reply)
+        self.messages.append(reply)
+        if reply.tool_calls:
+            self._failures.pop("model", None)
+            for call in reply.tool_calls:
+                await self._call_tool(step, call)
+        elif reply.content:
+            self._finish("completed", output=reply.content)
+        else:
+            self._model_failed(
+                index,
+                UnexpectedModelOutputError(
+                    "the model replied with neither a tool call nor any text",
+                    model=agent.model.name,
+                ),
+                started_at,
+                t0,
+                recorded=step,
+            )
+        if self.status == "running" and len(self.steps) >= agent.max_steps:
+            self._finish(
+                "max_steps",
+                explanation=explanation(
+                    f"the agent used all {agent.max_steps} steps (max_steps) without reaching "
+                    "a final answer.",
+                    self.steps,
+                    "Look at the last steps: if a tool kept failing or returning the same thing, "
+                    "fix the tool or its description; if the task needs more steps, raise "
+                    "max_steps.",
+                ),
+            )
+        return step
+
+    async def finish(self) -> RunResult:
+        """Run steps until the run is done; return the result."""
+        while not self.done:
+            await self.step()
+        return self.result
+
+    def step_sync(self) -> Step:
+        """:meth:`step` for synchronous code and notebook cells."""
+        return run_sync(self.step())
+
+    def finish_sync(self) -> RunResult:
+        """:meth:`finish` for synchronous code and notebook cells."""
+        return run_sync(self.finish())
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id[:8]} {self.status} steps={len(self.steps)}>"
+
+    # -- internals --------------------------------------------------------------------
+
+    def _add_usage(self, usage: Usage, cost: float | None) -> None:
+        self._input_tokens += usage.input_tokens
+        self._output_tokens += usage.output_tokens
+        self._cost = None if cost is None or self._cost is None else self._cost + cost
+
+    def _emit_model_call(
+        self,
+        step: Step,
+        started_at: float,
+        *,
+        reply: AssistantMessage | None,
+        error: str | None = None,
+    ) -> None:
+        if self._tracer is None:
+            return
+        context = len(self.messages)
+        self._tracer.emit(
+            ModelCallEvent(
+                id=f"{self.id}-{step.index}",
+                run_id=self.id,
+                step=step.index,
+                model=self.agent.model.name,
+                messages=self.messages[self._sent : context],
+                context_messages=context,
+                tools=self.agent.tool_names,
+                response=reply,
+                input_tokens=step.usage.input_tokens,
+                output_tokens=step.usage.output_tokens,
+                cost=step.cost,
+                latency_ms=step.latency_ms,
+                status="ok" if error is None else "error",
+                error=error,
+                started_at=started_at,
+            )
+        )
+        self._sent = context + (reply is not None)
+
+    def _model_failed(
+        self,
+        index: int,
+        exc: ModelError,
+        started_at: float,
+        t0: float,
+        recorded: Step | None = None,
+    ) -> Step:
+        """Record a failed model call; retry on the next step or end the run."""
+        if recorded is None:
+            recorded = Step(
+                index=index,
+                response=None,
+                usage=Usage(),
+                cost=0.0,
+                latency_ms=(time.perf_counter() - t0) * 1000,
+                error=str(exc),
+            )
+            self.steps.append(recorded)
+            self._emit_model_call(recorded, started_at, reply=None, error=str(exc))
+        else:
+            recorded.error = str(exc)
+        failures = self._failures.get("model", 0) + 1
+        self._failures["model"] = failures
+        retryable = exc.retryable and not isinstance(exc, ModelAuthError)
+        if retryable and failures <= self.agent.max_retries:
+            return recorded
+        model = self.agent.model.name
+        if isinstance(exc, ModelAuthError):
+            next_ = (
+                "Check the API key (the api_key argument or OPENAI_API_KEY) and that "
+                "it is allowed to use this model."
+            )
+        elif isinstance(exc, ModelUnavailableError):
+            next_ = (
+                "Check that the model server is running and reachable at the "
+                "configured base URL, then run again; or configure a fallback model."
+            )
+        elif isinstance(exc, UnexpectedModelOutputError):
+            next_ = "Try a more capable model, a lower temperature, or fewer and clearer tools."
+        else:
+            next_ = "Read the error above; if it is a bug in a provider, report it."
+        tries = f" (after {failures} attempts)" if failures > 1 else ""
+        self._finish(
+            "failed",
+            explanation=explanation(f"the model {model} failed{tries}: {exc}", self.steps, next_),
+        )
+        return recorded
+
+    async def _call_tool(self, step: Step, call: ToolCall) -> None:
+        agent = self.agent
+        started_at = time.time()
+        t0 = time.perf_counter()
+        tool = agent.tools_by_name.get(call.name)
+        status: ToolCallStatus = "ok"
+        error: str | None = None
+        if tool is None:
+            status = "unknown_tool"
+            content = (
+                f"Unknown tool {call.name!r}. Available tools: "
+                f"{', '.join(agent.tool_names) or '(none)'}. Call one of these, or "
+                "answer directly."
+            )
+        else:
+            try:
+                args = tool.args_model.model_validate_json(call.arguments or "{}")
+            except ValidationError as exc:
+                status, content = "invalid_arguments", format_validation_error(tool.name, exc)
+            else:
+                if tool.timeout is None and not tool.is_async:  # fast path: call inline
+                    try:
+                        content = serialize_result(tool.function(**args.__dict__))
+                    except Exception as exc:
+                        status, content = _tool_error(tool, exc)
+                else:
+                    status, content = await _invoke(tool, args)
+        if status != "ok":
+            error = content
+        latency_ms = (time.perf_counter() - t0) * 1000
+        step.tool_calls.append(
+            ToolCallRecord(
+                name=call.name,
+                arguments=call.arguments,
+                result=content,
+                status=status,
+                latency_ms=latency_ms,
+                error=error,
+            )
+        )
+        self.messages.append(
+            ToolMessage(
+                tool_call_id=call.id, name=call.name, content=content, is_error=status != "ok"
+            )
+        )
+        if self._tracer is not None:
+            self._tracer.emit(
+                ToolCallEvent(
+                    id=f"{self.id}-{step.index}-{len(step.tool_calls)}",
+                    run_id=self.id,
+                    step=step.index,
+                    tool=call.name,
+                    arguments=call.arguments,
+                    result=content,
+                    status=status,
+                    error=error,
+                    latency_ms=latency_ms,
+                    started_at=started_at,
+                )
+            )
+        if status == "ok":
+            self._failures.pop(call.name, None)
+            return
+        failures = self._failures.get(call.name, 0) + 1
+        self._failures[call.name] = failures
+        if failures > agent.max_retries and not self.done:
+            self._finish(
+                "failed",
+                explanation=explanation(
+                    f"the call to tool {call.name!r} failed {failures} times in a row; last "
+                    f"error: {content}",
+                    self.steps,
+                    "If the model keeps sending bad arguments, make the tool's parameter "
+                    "descriptions more precise or use a more capable model; if the tool "
+                    "itself raised or timed out, fix the tool or the service behind it.",
+                ),
+            )
+
+    def _finish(
+        self, status: RunStatus, *, output: str | None = None, explanation: str | None = None
+    ) -> None:
+        self.status = status
+        self.output = output
+        self.explanation = explanation
+        self._latency_ms = (time.perf_counter() - self._started) * 1000
+        if self._tracer is not None:
+            self._tracer.emit(
+                RunFinished(
+                    run_id=self.id,
+                    status=status,
+                    output=output,
+                    explanation=explanation,
+                    steps=len(self.steps),
+                    input_tokens=self._input_tokens,
+                    output_tokens=self._output_tokens,
+                    cost=self._cost,
+                    latency_ms=self._latency_ms,
+                    ended_at=time.time(),
+                )
+            )
+
+
+async def _invoke(tool: Tool, args: Any) -> tuple[ToolCallStatus, str]:
+    """Call a tool with its time limit; failures become messages for the model."""
+    try:
+        if tool.timeout is None:
+            result = await tool.call(args)
+        else:
+            async with asyncio.timeout(tool.timeout):
+                if tool.is_async:
+                    result = await tool.call(args)
+                else:  # a sync tool cannot be interrupted: wait for it in a thread
+                    result = await asyncio.to_thread(tool.function, **args.__dict__)
+    except TimeoutError:
+        return "timeout", (
+            f"Tool {tool.name!r} did not finish within {tool.timeout} s and "
+            "was abandoned. Try different arguments or another approach."
+        )
+    except Exception as exc:
+        return _tool_error(tool, exc)
+    return "ok", serialize_result(result)
+
+
+def _tool_error(tool: Tool, exc: Exception) -> tuple[ToolCallStatus, str]:
+    """The message the model gets when a tool raises."""
+    if isinstance(exc, ToolRetry):
+        return "error", str(exc)
+    return "error", (
+        f"Tool {tool.name!r} raised {type(exc).__name__}: {exc}. Try different "
+        "arguments, another tool, or explain the problem in your answer."
+    )

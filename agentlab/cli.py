@@ -1,0 +1,75 @@
+"""The `agentlab` command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="agentlab: build, trace, evaluate and ship AI agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+Workspace = Annotated[
+    Path | None,
+    typer.Option(help="Workspace directory (default: $AGENTLAB_WORKSPACE or ./.agentlab)."),
+]
+
+
+@app.command()
+def demo(
+    model: Annotated[str, typer.Option(help="Model to run the demo on.")] = "local:smollm2",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Run the customer-support demo agent offline on the local model."""
+    from agentlab.demo.runner import run_demo
+
+    run_demo(model=model, workspace=workspace, json_output=json_output)
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str, typer.Option(help="Model to serve.")] = "local:smollm2",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    threads: Annotated[int, typer.Option(help="CPU threads for the local model.")] = 1,
+) -> None:
+    """Serve a model as an OpenAI-compatible HTTP endpoint (/v1/chat/completions)."""
+    from agentlab.serve.model_server import serve
+
+    serve(model=model, host=host, port=port, threads=threads)
+
+
+@app.command()
+def sql(
+    query: Annotated[
+        str, typer.Argument(help="SQL over the runs, model_calls and tool_calls tables.")
+    ],
+    workspace: Workspace = None,
+) -> None:
+    """Query the trace store with SQL and print the rows."""
+    from agentlab.errors import TraceStoreError
+    from agentlab.tracing import TraceStore
+
+    try:
+        frame = TraceStore(workspace).df(query)
+    except TraceStoreError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(frame.to_string(index=False))
+
+
+def main() -> None:
+    """Entry point of the `agentlab` script."""
+    app(prog_name="agentlab")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Trace events: what the run loop records, one JSON line each.
+
+Events are the unit of durability: the trace writer appends each one to disk as
+soon as it happens, and the trace store ingests them into DuckDB tables
+(``runs``, ``model_calls``, ``tool_calls``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from agentlab.messages import AssistantMessage, Message
+
+__all__ = [
+    "Event",
+    "ModelCallEvent",
+    "RunFinished",
+    "RunStarted",
+    "RunStatus",
+    "ToolCallEvent",
+    "ToolCallStatus",
+    "parse_event",
+]
+
+RunStatus = Literal["running", "completed", "failed", "max_steps", "interrupted"]
+ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RunStarted(_Event):
+    """A run began. Times are seconds since the epoch."""
+
+    kind: Literal["run_started"] = "run_started"
+    run_id: str
+    agent: str
+    model: str
+    input: str
+    started_at: float
+    metadata: dict[str, Any] = {}
+
+
+class ModelCallEvent(_Event):
+    """One model request of step `step` (1-based).
+
+    `messages` holds only the messages added to the conversation since the
+    previous model call of the run (all of them for the first call), so a long
+    run is stored in linear space; `context_messages` is how many the model saw.
+    """
+
+    kind: Literal["model_call"] = "model_call"
+    id: str
+    run_id: str
+    step: int
+    model: str
+    messages: list[Message]
+    context_messages: int
+    tools: list[str]
+    response: AssistantMessage | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float | None = None
+    latency_ms: float
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    started_at: float
+
+
+class ToolCallEvent(_Event):
+    """One tool call of step `step`; `arguments` is the model's raw JSON text."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    id: str
+    run_id: str
+    step: int
+    tool: str
+    arguments: str
+    result: str | None = None
+    status: ToolCallStatus = "ok"
+    error: str | None = None
+    latency_ms: float
+    started_at: float
+
+
+class RunFinished(_Event):
+    """A run ended; `explanation` says in plain language why when it did not complete."""
+
+    kind: Literal["run_finished"] = "run_finished"
+    run_id: str
+    status: RunStatus
+    output: str | None = None
+    explanation: str | None = None
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cost: float | None = None
+    latency_ms: float
+    ended_at: float
+
+
+Event = Annotated[
+    RunStarted | ModelCallEvent | ToolCallEvent | RunFinished, Field(discriminator="kind")
+]
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """Parse one JSON line written by the trace writer."""
+    return _EVENT.validate_json(line)

@@ -1,0 +1,100 @@
+"""The model interface: one async request method."""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+from agentlab.errors import ModelRequestsBlockedError
+from agentlab.messages import AssistantMessage, Message, ToolDefinition
+from agentlab.usage import Usage
+
+__all__ = [
+    "Model",
+    "ModelResponse",
+    "ModelSettings",
+    "allow_model_requests",
+    "check_allow_model_requests",
+]
+
+
+class ModelSettings(BaseModel):
+    """Per-request settings; providers ignore what they do not support."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResponse:
+    """A model reply with the tokens it used."""
+
+    message: AssistantMessage
+    usage: Usage
+    model_name: str
+
+
+class Model(ABC):
+    """A language model. Subclasses implement :meth:`request` and :attr:`name`.
+
+    `name` is ``provider:model`` (e.g. ``openai:gpt-4.1-mini``, ``local:smollm2``)
+    and keys the price table.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings | None = None,
+    ) -> ModelResponse:
+        """Send `messages` (and the tools the model may call); return its reply."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (HTTP clients, loaded weights)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+_allow_requests = True
+
+
+def check_allow_model_requests(model: str) -> None:
+    """Raise when real model requests are blocked (called by real providers)."""
+    if not _allow_requests:
+        raise ModelRequestsBlockedError(
+            f"Real requests to {model!r} are blocked (agentlab.models.allow_model_requests "
+            "is off, as in the test suite). Use a scripted model, or opt in with "
+            "`with allow_model_requests(True):`.",
+            model=model,
+        )
+
+
+@contextlib.contextmanager
+def allow_model_requests(allow: bool) -> Iterator[None]:
+    """Allow or block requests to real models within the block."""
+    global _allow_requests
+    previous, _allow_requests = _allow_requests, allow
+    try:
+        yield
+    finally:
+        _allow_requests = previous
+
+
+def set_allow_model_requests(allow: bool) -> None:
+    """Allow or block requests to real models from now on (used by test set-up)."""
+    global _allow_requests
+    _allow_requests = allow

@@ -1,0 +1,170 @@
+"""Test doubles that ship with agentlab: deterministic, free and instant.
+
+* :class:`FunctionModel` replies with whatever a user function of the message
+  history returns.
+* :class:`SchemaModel` calls every tool once with arguments generated from its JSON
+  schema, then answers with what the tools returned.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from agentlab.messages import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolDefinition,
+    ToolMessage,
+)
+from agentlab.models.base import Model, ModelResponse, ModelSettings
+from agentlab.usage import Usage
+
+__all__ = ["FunctionModel", "SchemaModel", "estimate_tokens"]
+
+Reply = AssistantMessage | str
+ReplyFunction = Callable[[Sequence[Message], Sequence[ToolDefinition]], Reply | Awaitable[Reply]]
+
+
+def estimate_tokens(text: str | None) -> int:
+    """A documented estimate: ~4 characters per token (used only by test doubles)."""
+    return (len(text) + 3) // 4 if text else 0
+
+
+def _message_text_length(message: Message) -> int:
+    if isinstance(message, AssistantMessage):
+        return len(message.content or "") + sum(
+            len(c.name) + len(c.arguments) for c in message.tool_calls
+        )
+    return len(message.content)
+
+
+class _TokenEstimator:
+    """Estimates usage; counts a growing conversation incrementally (a run appends
+    to one list), so a step costs O(new messages) rather than O(history)."""
+
+    def __init__(self) -> None:
+        self._messages: Sequence[Message] | None = None
+        self._counted = 0
+        self._chars = 0
+
+    def usage(self, messages: Sequence[Message], reply: AssistantMessage) -> Usage:
+        if messages is not self._messages or len(messages) < self._counted:
+            self._messages, self._counted, self._chars = messages, 0, 0
+        for message in messages[self._counted :]:
+            self._chars += _message_text_length(message)
+        self._counted = len(messages)
+        return Usage(
+            input_tokens=(self._chars + 3) // 4,
+            output_tokens=(_message_text_length(reply) + 3) // 4,
+            requests=1,
+        )
+
+
+class FunctionModel(Model):
+    """A model whose reply is ``function(messages, tools)``.
+
+    The function returns an :class:`AssistantMessage` (text and/or tool calls) or
+    a string (the final answer); it may be async. Usage is estimated at ~4
+    characters per token, and the model costs nothing.
+    """
+
+    def __init__(self, function: ReplyFunction, *, name: str = "function") -> None:
+        self.function = function
+        self._name = f"scripted:{name}"
+        self._is_async = inspect.iscoroutinefunction(function)
+        self._tokens = _TokenEstimator()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings | None = None,
+    ) -> ModelResponse:
+        reply = self.function(messages, tools)
+        if self._is_async:
+            reply = await reply  # type: ignore[misc]
+        if isinstance(reply, str):
+            reply = AssistantMessage(content=reply)
+        elif not isinstance(reply, AssistantMessage):
+            raise TypeError(
+                f"FunctionModel's function returned {type(reply).__name__}; return an "
+                "AssistantMessage or a str (the final answer)."
+            )
+        return ModelResponse(
+            message=reply, usage=self._tokens.usage(messages, reply), model_name=self._name
+        )
+
+
+def example_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A valid value for a JSON schema (required properties only)."""
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return example_from_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return example_from_schema(schema[key][0], defs)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = kind[0]
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: example_from_schema(props[k], defs) for k in schema.get("required", [])}
+    if kind == "array":
+        return [example_from_schema(schema["items"], defs)] if schema.get("minItems") else []
+    if kind == "string":
+        return "a" * max(1, schema.get("minLength", 1))
+    if kind in ("integer", "number"):
+        value = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return False
+    return None
+
+
+class SchemaModel(Model):
+    """Calls each tool once, in order, with arguments generated from its schema,
+    then answers with a JSON object of what each tool returned."""
+
+    def __init__(self, *, name: str = "schema") -> None:
+        self._name = f"scripted:{name}"
+        self._tokens = _TokenEstimator()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings | None = None,
+    ) -> ModelResponse:
+        results = {m.name: m.content for m in messages if isinstance(m, ToolMessage)}
+        pending = [t for t in tools if t.name not in results]
+        if pending:
+            tool = pending[0]
+            call = ToolCall(
+                id=f"call_{len(results)}",
+                name=tool.name,
+                arguments=json.dumps(example_from_schema(tool.parameters)),
+            )
+            reply = AssistantMessage(tool_calls=(call,))
+        else:
+            reply = AssistantMessage(content=json.dumps(results))
+        return ModelResponse(
+            message=reply, usage=self._tokens.usage(messages, reply), model_name=self._name
+        )
