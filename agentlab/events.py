@@ -3,13 +3,18 @@
 Events are the unit of durability: the trace writer appends each one to disk as
 soon as it happens, and the trace store ingests them into DuckDB tables
 (``runs``, ``model_calls``, ``tool_calls``).
+
+Events are plain dataclasses, validated and serialized by pydantic: the run loop
+builds them from values that are already typed, so construction skips validation
+(it is on the hot path of every step); :func:`parse_event` validates fully.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ConfigDict, Field, TypeAdapter
 
 from agentlab.messages import AssistantMessage, Message
 
@@ -21,19 +26,20 @@ __all__ = [
     "RunStatus",
     "ToolCallEvent",
     "ToolCallStatus",
+    "dump_event",
     "parse_event",
 ]
 
 RunStatus = Literal["running", "completed", "failed", "max_steps", "interrupted"]
 ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout"]
+_CONFIG = ConfigDict(extra="forbid")
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RunStarted(_Event):
+@dataclass(slots=True, kw_only=True)
+class RunStarted:
     """A run began. Times are seconds since the epoch."""
+
+    __pydantic_config__ = _CONFIG
 
     kind: Literal["run_started"] = "run_started"
     run_id: str
@@ -41,16 +47,19 @@ class RunStarted(_Event):
     model: str
     input: str
     started_at: float
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
-class ModelCallEvent(_Event):
+@dataclass(slots=True, kw_only=True)
+class ModelCallEvent:
     """One model request of step `step` (1-based).
 
     `messages` holds only the messages added to the conversation since the
     previous model call of the run (all of them for the first call), so a long
     run is stored in linear space; `context_messages` is how many the model saw.
     """
+
+    __pydantic_config__ = _CONFIG
 
     kind: Literal["model_call"] = "model_call"
     id: str
@@ -70,8 +79,11 @@ class ModelCallEvent(_Event):
     started_at: float
 
 
-class ToolCallEvent(_Event):
+@dataclass(slots=True, kw_only=True)
+class ToolCallEvent:
     """One tool call of step `step`; `arguments` is the model's raw JSON text."""
+
+    __pydantic_config__ = _CONFIG
 
     kind: Literal["tool_call"] = "tool_call"
     id: str
@@ -86,8 +98,11 @@ class ToolCallEvent(_Event):
     started_at: float
 
 
-class RunFinished(_Event):
+@dataclass(slots=True, kw_only=True)
+class RunFinished:
     """A run ended; `explanation` says in plain language why when it did not complete."""
+
+    __pydantic_config__ = _CONFIG
 
     kind: Literal["run_finished"] = "run_finished"
     run_id: str
@@ -108,6 +123,17 @@ Event = Annotated[
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+_SERIALIZERS = {
+    cls: TypeAdapter(cls).serializer
+    for cls in (RunStarted, ModelCallEvent, ToolCallEvent, RunFinished)
+}
+
+
+def dump_event(event: Event) -> bytes:
+    """One event as compact JSON (no newline)."""
+    return _SERIALIZERS[type(event)].to_json(event)
+
+
 def parse_event(line: str | bytes) -> Event:
-    """Parse one JSON line written by the trace writer."""
+    """Parse and validate one JSON line written by the trace writer."""
     return _EVENT.validate_json(line)

@@ -1,0 +1,187 @@
+"""Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, llama.cpp
+servers, LiteLLM, ``agentlab serve-model``) through the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from agentlab.errors import (
+    MissingExtraError,
+    ModelAuthError,
+    ModelError,
+    ModelUnavailableError,
+    UserError,
+)
+from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, to_openai
+from agentlab.models.base import Model, ModelResponse, ModelSettings, check_allow_model_requests
+from agentlab.usage import Usage
+
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["OpenAIModel"]
+
+_PLACEHOLDER_KEY = "not-needed"
+_DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+
+
+class OpenAIModel(Model):
+    """A chat model behind an OpenAI-compatible API (``"openai:NAME"``).
+
+    `base_url` and `api_key` default to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
+    A custom `base_url` without any key gets a placeholder key (local servers
+    ignore it). SDK errors are translated into :class:`ModelUnavailableError`
+    (retryable), :class:`ModelAuthError` or :class:`ModelError`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_retries: int = 2,
+        timeout: float = 60.0,
+    ) -> None:
+        self.model = name
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if not self.base_url:
+                raise UserError(
+                    f"No API key for 'openai:{name}'. Set OPENAI_API_KEY (or pass api_key=), "
+                    "or point base_url at an OpenAI-compatible server."
+                )
+            key = _PLACEHOLDER_KEY
+        self._api_key = key
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def name(self) -> str:
+        return f"openai:{self.model}"
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL requests go to."""
+        return self.base_url or _DEFAULT_ENDPOINT
+
+    def _client(self) -> openai.AsyncOpenAI:
+        """The SDK client for the running event loop (clients are bound to one loop:
+        the sync API runs on a background loop while notebooks may await directly)."""
+        openai = _openai()
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                max_retries=self.max_retries,
+                timeout=self.timeout,
+            )
+            self._clients[loop] = client
+        return client
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings | None = None,
+    ) -> ModelResponse:
+        check_allow_model_requests(self.name)
+        client = self._client()
+        kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai(messages)}
+        if tools:
+            kwargs["tools"] = [t.to_openai() for t in tools]
+        if settings is not None:
+            for field in ("temperature", "max_tokens", "timeout", "seed"):
+                value = getattr(settings, field)
+                if value is not None:
+                    kwargs[field] = value
+        try:
+            completion = await client.chat.completions.create(**kwargs)
+        except _openai().APIError as e:
+            raise self._translate(e) from e
+        return self._response(completion)
+
+    def _response(self, completion: Any) -> ModelResponse:
+        if not completion.choices:
+            raise ModelError(
+                f"{self.endpoint} returned no choices for {self.name}.",
+                model=self.name,
+                retryable=True,
+            )
+        message = completion.choices[0].message
+        calls = tuple(
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+            for c in message.tool_calls or ()
+            if getattr(c, "function", None) is not None
+        )
+        usage = completion.usage
+        return ModelResponse(
+            message=AssistantMessage(content=message.content, tool_calls=calls),
+            usage=Usage(
+                input_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                output_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                requests=1,
+            ),
+            model_name=self.name,
+        )
+
+    def _translate(self, error: openai.APIError) -> ModelError:
+        """Turn an ``openai`` SDK error into the matching agentlab error."""
+        openai = _openai()
+
+        where = f"{self.name} at {self.endpoint}"
+        if isinstance(error, openai.APITimeoutError | openai.APIConnectionError):
+            return ModelUnavailableError(
+                f"Could not reach {where} ({error}). Check that the server is running and "
+                "that the base URL is right.",
+                model=self.name,
+                retryable=True,
+            )
+        if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ModelAuthError(
+                f"{where} rejected the credentials ({_server_message(error)}). Check "
+                "OPENAI_API_KEY or the api_key argument.",
+                model=self.name,
+            )
+        if isinstance(error, openai.RateLimitError | openai.InternalServerError) or (
+            isinstance(error, openai.APIStatusError) and error.status_code >= 500
+        ):
+            return ModelUnavailableError(
+                f"{where} is unavailable right now ({_server_message(error)}); try again later.",
+                model=self.name,
+                retryable=True,
+            )
+        return ModelError(f"{where} refused the request: {_server_message(error)}", model=self.name)
+
+    async def aclose(self) -> None:
+        """Close the client of the running event loop (others close with their loop)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+
+def _openai() -> Any:
+    try:
+        import openai
+    except ImportError as e:
+        raise MissingExtraError("openai", "openai") from e
+    return openai
+
+
+def _server_message(error: openai.APIError) -> str:
+    """The error message the server sent, with the HTTP status."""
+    body = getattr(error, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    status = getattr(error, "status_code", None)
+    text = message or getattr(error, "message", None) or str(error)
+    return f"HTTP {status}: {text}" if status else text

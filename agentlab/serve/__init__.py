@@ -1,0 +1,1 @@
+"""HTTP serving: any agentlab model as an OpenAI-compatible API (``model_server``)."""

@@ -1,0 +1,11 @@
+"""Tracing: every process appends events to its own file; DuckDB answers queries.
+
+>>> store = TraceStore()               # ./.agentlab or $AGENTLAB_WORKSPACE
+>>> store.writer().emit(event)         # durable once it returns
+>>> store.sql("SELECT status, count(*) FROM runs GROUP BY ALL")
+"""
+
+from agentlab.tracing.store import TraceStore
+from agentlab.tracing.writer import TraceWriter, close_writers, get_writer
+
+__all__ = ["TraceStore", "TraceWriter", "close_writers", "get_writer"]

@@ -1,0 +1,111 @@
+"""The trace store's schema: numbered, append-only migrations.
+
+Never edit or reorder a released migration; add a new one at the end. Each is
+applied once, in order, inside a transaction that also records it in
+``schema_migrations``. Times are ``TIMESTAMP`` in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from agentlab.errors import TraceStoreError
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "create runs, model_calls, tool_calls",
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            agent VARCHAR,
+            model VARCHAR,
+            input VARCHAR,
+            status VARCHAR NOT NULL,  -- running|completed|failed|max_steps|interrupted
+            output VARCHAR,
+            explanation VARCHAR,
+            steps INTEGER,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost DOUBLE,
+            latency_ms DOUBLE,
+            started_at TIMESTAMP,
+            ended_at TIMESTAMP,
+            metadata JSON,
+            segment VARCHAR  -- the segment file that last wrote to the run
+        );
+        CREATE TABLE model_calls (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            model VARCHAR,
+            messages JSON,  -- the messages added since the run's previous model call
+            context_messages INTEGER,
+            tools VARCHAR[],
+            response JSON,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost DOUBLE,
+            latency_ms DOUBLE,
+            status VARCHAR,
+            error VARCHAR,
+            started_at TIMESTAMP
+        );
+        CREATE TABLE tool_calls (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            tool VARCHAR,
+            arguments VARCHAR,  -- the model's raw JSON text
+            result VARCHAR,
+            status VARCHAR,
+            error VARCHAR,
+            latency_ms DOUBLE,
+            started_at TIMESTAMP
+        );
+        CREATE TABLE _segments (
+            name VARCHAR PRIMARY KEY,
+            "offset" BIGINT NOT NULL  -- bytes of the segment file already ingested
+        );
+        """,
+    ),
+)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> int:
+    """Apply the migrations `con` lacks, in order; return the schema version."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMP NOT NULL)"
+    )
+    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()
+    version: int = current[0][0]
+    latest = MIGRATIONS[-1][0]
+    if version > latest:
+        raise TraceStoreError(
+            f"the trace store has schema version {version} but this agentlab knows only "
+            f"up to {latest}: upgrade agentlab"
+        )
+    for number, name, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [number, name, datetime.now(UTC).replace(tzinfo=None)],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        version = number
+    return version

@@ -1,0 +1,358 @@
+"""The trace store: events into DuckDB tables, migrations, queries, ingest rules."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from datetime import UTC, datetime
+
+import pytest
+
+from agentlab.errors import TraceStoreError
+from agentlab.events import ModelCallEvent, RunFinished, RunStarted, ToolCallEvent, dump_event
+from agentlab.messages import AssistantMessage, ToolCall, UserMessage, dump_messages
+from agentlab.tracing import TraceStore, TraceWriter, close_writers, get_writer
+from agentlab.tracing import ingest as ingest_module
+from agentlab.tracing.schema import MIGRATIONS
+from agentlab.workspace import resolve_workspace
+
+pytestmark = pytest.mark.timeout(60)
+
+T0 = 1_700_000_000.25
+
+
+@pytest.fixture(autouse=True)
+def _fresh_writers():
+    close_writers()
+    yield
+    close_writers()
+
+
+def utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC).replace(tzinfo=None)
+
+
+def run_started(run_id: str = "r1") -> RunStarted:
+    return RunStarted(
+        run_id=run_id,
+        agent="adder",
+        model="m1",
+        input="1+2?",
+        started_at=T0,
+        metadata={"user": "ann", "tags": ["x"]},
+    )
+
+
+def model_call(run_id: str = "r1", step: int = 1) -> ModelCallEvent:
+    return ModelCallEvent(
+        id=f"{run_id}-m{step}",
+        run_id=run_id,
+        step=step,
+        model="m1",
+        messages=[UserMessage(content="1+2?")],
+        context_messages=2,
+        tools=["add", "mul"],
+        response=AssistantMessage(
+            content="adding", tool_calls=(ToolCall(id="c1", name="add", arguments='{"a":1}'),)
+        ),
+        input_tokens=120,
+        output_tokens=30,
+        cost=0.0025,
+        latency_ms=812.5,
+        started_at=T0 + 1,
+    )
+
+
+def tool_call(run_id: str = "r1", step: int = 1) -> ToolCallEvent:
+    return ToolCallEvent(
+        id=f"{run_id}-t{step}",
+        run_id=run_id,
+        step=step,
+        tool="add",
+        arguments='{"a":1',
+        result=None,
+        status="invalid_arguments",
+        error="bad JSON",
+        latency_ms=0.5,
+        started_at=T0 + 2,
+    )
+
+
+def run_finished(run_id: str = "r1") -> RunFinished:
+    return RunFinished(
+        run_id=run_id,
+        status="max_steps",
+        output=None,
+        explanation="ran out of steps",
+        steps=1,
+        input_tokens=120,
+        output_tokens=30,
+        cost=0.0025,
+        latency_ms=3000.0,
+        ended_at=T0 + 3,
+    )
+
+
+def test_round_trip_of_every_event_kind(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    for event in (run_started(), model_call(), tool_call()):
+        writer.emit(event)
+
+    run = store.run("r1")
+    assert run is not None
+    assert run["status"] == "running"
+    assert (run["agent"], run["model"], run["input"]) == ("adder", "m1", "1+2?")
+    assert run["started_at"] == utc(T0)
+    assert run["metadata"] == {"user": "ann", "tags": ["x"]}
+    assert run["ended_at"] is None
+
+    [mc] = store.sql(
+        "SELECT id, run_id, step, model, messages, context_messages, tools, response,"
+        " input_tokens, output_tokens, cost, latency_ms, status, error, started_at"
+        " FROM model_calls"
+    )
+    assert mc[:4] == ("r1-m1", "r1", 1, "m1")
+    assert json.loads(mc[4]) == json.loads(dump_messages([UserMessage(content="1+2?")]))
+    assert mc[5:7] == (2, ["add", "mul"])
+    assert json.loads(mc[7]) == model_call().response.model_dump(mode="json")
+    assert mc[8:] == (120, 30, 0.0025, 812.5, "ok", None, utc(T0 + 1))
+    # JSON columns are queryable.
+    assert store.sql("SELECT response->>'$.tool_calls[0].name' FROM model_calls") == [("add",)]
+
+    [tc] = store.sql("SELECT * FROM tool_calls")
+    assert tc == (
+        "r1-t1",
+        "r1",
+        1,
+        "add",
+        '{"a":1',
+        None,
+        "invalid_arguments",
+        "bad JSON",
+        0.5,
+        utc(T0 + 2),
+    )
+
+    writer.emit(run_finished())
+    run = store.run("r1")
+    assert run is not None
+    assert run["status"] == "max_steps"
+    assert run["explanation"] == "ran out of steps"
+    assert (run["steps"], run["input_tokens"], run["output_tokens"]) == (1, 120, 30)
+    assert (run["cost"], run["latency_ms"], run["ended_at"]) == (0.0025, 3000.0, utc(T0 + 3))
+    assert run["agent"] == "adder"  # the finish does not erase the start
+
+
+def test_finish_ingested_before_start_still_makes_one_run(tmp_path):
+    store = TraceStore(tmp_path)
+    late = TraceWriter(tmp_path, durable=False)  # holds RunStarted in memory
+    late.emit(run_started())
+    store.writer().emit(run_finished())
+    assert store.sql("SELECT status, agent FROM runs") == [("max_steps", None)]
+    late.close()
+    assert store.sql("SELECT status, agent, started_at FROM runs") == [
+        ("max_steps", "adder", utc(T0))
+    ]
+
+
+def test_ingest_counts_new_events_once(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    writer.emit(run_started())
+    writer.emit(model_call())
+    assert store.ingest() == 2
+    assert store.ingest() == 0
+    writer.emit(tool_call())
+    assert store.ingest() == 1
+    assert store.sql(
+        "SELECT count(*) FROM model_calls UNION ALL SELECT count(*) FROM tool_calls"
+    ) == [(1,), (1,)]
+
+
+def test_ingest_in_many_small_transactions_is_exact(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "_PASS_BYTES", 700)  # a few events per pass
+    store = TraceStore(tmp_path)
+    writers = [TraceWriter(tmp_path) for _ in range(3)]
+    for i, writer in enumerate(writers):
+        for step in range(1, 6):
+            writer.emit(model_call(f"r{i}", step))
+    writers[0].close()
+    assert store.ingest() == 15
+    assert store.sql("SELECT run_id, count(*) FROM model_calls GROUP BY ALL ORDER BY 1") == [
+        ("r0", 5),
+        ("r1", 5),
+        ("r2", 5),
+    ]
+    assert len(list((tmp_path / "traces" / "segments").iterdir())) == 2
+
+
+def test_migrations_are_versioned_and_idempotent(tmp_path):
+    TraceStore(tmp_path).sql("SELECT 1")
+    store = TraceStore(tmp_path)  # reopen: nothing is applied twice
+    rows = store.sql("SELECT version, name FROM schema_migrations ORDER BY version")
+    assert rows == [(number, name) for number, name, _ in MIGRATIONS]
+    assert [r[0] for r in rows] == list(range(1, len(MIGRATIONS) + 1))
+    tables = {r[0] for r in store.sql("SELECT table_name FROM information_schema.tables")}
+    assert {"runs", "model_calls", "tool_calls", "schema_migrations"} <= tables
+
+
+def test_a_store_from_a_newer_agentlab_is_refused(tmp_path):
+    store = TraceStore(tmp_path)
+    store.sql("INSERT INTO schema_migrations VALUES (999, 'future', now()::TIMESTAMP)")
+    with pytest.raises(TraceStoreError, match="schema version 999"):
+        store.sql("SELECT 1")
+
+
+def test_bad_sql_is_a_clear_error_and_loses_nothing(tmp_path):
+    store = TraceStore(tmp_path)
+    store.writer().emit(run_started())
+    with pytest.raises(TraceStoreError) as info:
+        store.sql("SELECT nope FROM runs")
+    message = str(info.value)
+    assert "nope" in message
+    assert "query: SELECT nope FROM runs" in message
+    assert store.sql("SELECT run_id FROM runs") == [("r1",)]
+    with pytest.raises(TraceStoreError, match="query: SELEC"):
+        store.df("SELEC 1")
+    assert store.sql("SELECT count(*) FROM runs WHERE run_id = ?", ["r1"]) == [(1,)]
+
+
+def test_dataframes_and_helpers(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    for event in (run_started(), model_call(), tool_call(), model_call(step=2), run_finished()):
+        writer.emit(event)
+    frame = store.df("SELECT run_id, status FROM runs")
+    assert frame.to_dict("records") == [{"run_id": "r1", "status": "max_steps"}]
+    runs = store.runs(limit=5)
+    assert list(runs["run_id"]) == ["r1"]
+    steps = store.steps("r1")
+    assert list(zip(steps["step"], steps["kind"], steps["name"], strict=True)) == [
+        (1, "model_call", "m1"),
+        (1, "tool_call", "add"),
+        (2, "model_call", "m1"),
+    ]
+    assert steps["input"][1] == '{"a":1' and steps["output"].isna()[1]
+    assert store.run("missing") is None
+    assert store.sql("CREATE TEMP TABLE x (a INT)") == []
+
+
+def test_a_partial_last_line_waits_until_it_is_complete(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    writer.emit(run_started())
+    line = dump_event(model_call()) + b"\n"
+    fd = os.open(writer.path, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line[:25])  # a writer in the middle of an event
+        assert store.sql("SELECT count(*) FROM model_calls") == [(0,)]
+        os.write(fd, line[25:])
+    finally:
+        os.close(fd)
+    assert store.sql("SELECT id FROM model_calls") == [("r1-m1",)]
+    assert store.ingest() == 0
+
+
+def test_dead_segment_with_a_torn_last_line(tmp_path, caplog):
+    store = TraceStore(tmp_path)
+    writer = TraceWriter(tmp_path)
+    writer.emit(run_started())
+    writer.emit(model_call())
+    segment = writer.path
+    with open(segment, "ab") as f:
+        f.write(b'{"kind":"tool_call","id":"torn')
+    writer.close()
+    with caplog.at_level(logging.WARNING, logger="agentlab.tracing"):
+        assert store.ingest() == 2
+    assert "incomplete last 30 bytes" in caplog.text
+    assert not segment.exists()
+    run = store.run("r1")
+    assert run is not None
+    assert run["status"] == "interrupted"
+    assert run["steps"] == 1 and run["input_tokens"] == 120
+    assert run["explanation"] == (
+        "the process writing this run stopped before it finished (killed or crashed); "
+        "steps up to 1 were recorded"
+    )
+
+
+def test_lines_that_are_not_events_are_skipped(tmp_path, caplog):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    writer.emit(run_started())
+    with open(writer.path, "ab") as f:
+        f.write(b"this is not json\n" + b'{"kind": "from_the_future"}\n')
+    writer.emit(model_call())
+    with caplog.at_level(logging.WARNING, logger="agentlab.tracing"):
+        assert store.ingest() == 2
+    assert "ignored 2 trace lines" in caplog.text
+    assert store.sql("SELECT count(*) FROM model_calls") == [(1,)]
+
+
+def test_failed_ingest_rolls_back_and_the_next_one_is_exact(tmp_path, monkeypatch):
+    store = TraceStore(tmp_path)
+    writer = TraceWriter(tmp_path)
+    writer.emit(run_started())
+    writer.emit(model_call())
+    writer.close()
+    monkeypatch.setattr(ingest_module, "_MARK_INTERRUPTED", "SELECT * FROM no_such_table")
+    with pytest.raises(TraceStoreError, match="no_such_table"):
+        store.ingest()
+    monkeypatch.undo()
+    assert store.ingest() == 2
+    assert store.sql("SELECT status FROM runs") == [("interrupted",)]
+    assert store.sql("SELECT count(*) FROM model_calls") == [(1,)]
+    assert list((tmp_path / "traces" / "segments").iterdir()) == []
+
+
+def test_buffered_writer_is_flushed_by_queries_of_its_own_process(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer(durable=False)
+    writer.emit(run_started())
+    assert os.path.getsize(writer.path) == 0
+    assert store.sql("SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_one_shared_writer_per_workspace_whose_durability_only_rises(tmp_path):
+    buffered = get_writer(tmp_path, durable=False)
+    assert TraceStore(tmp_path).writer() is buffered
+    assert buffered.durable
+    assert get_writer(tmp_path, durable=False).durable
+    assert get_writer(tmp_path / "other") is not buffered
+
+
+def test_closed_writer_reopens_a_new_segment(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    writer.emit(run_started())
+    first = writer.path
+    writer.close()
+    writer.emit(model_call())
+    assert writer.path is not None and writer.path != first
+    assert store.sql("SELECT count(*) FROM model_calls") == [(1,)]
+
+
+def test_lock_timeout_is_a_clear_error(tmp_path):
+    store = TraceStore(tmp_path, lock_timeout=0.2)
+    fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with pytest.raises(TraceStoreError, match="busy"):
+            store.sql("SELECT 1")
+    finally:
+        os.close(fd)
+    assert store.sql("SELECT 1") == [(1,)]
+
+
+def test_workspace_resolution(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTLAB_WORKSPACE", str(tmp_path / "env"))
+    assert resolve_workspace() == tmp_path / "env"
+    assert (tmp_path / "env").is_dir()
+    assert resolve_workspace(tmp_path / "explicit") == tmp_path / "explicit"
+    monkeypatch.delenv("AGENTLAB_WORKSPACE")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_workspace() == tmp_path / ".agentlab"
+    assert TraceStore().path == tmp_path / ".agentlab" / "traces.duckdb"
