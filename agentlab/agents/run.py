@@ -16,6 +16,7 @@ from agentlab.agents.records import RunResult, Step, ToolCallRecord
 from agentlab.errors import (
     ModelAuthError,
     ModelError,
+    ModelRequestsBlockedError,
     ModelUnavailableError,
     ToolRetry,
     UnexpectedModelOutputError,
@@ -275,6 +276,8 @@ class Run:
                 "Check that the model server is running and reachable at the "
                 "configured base URL, then run again; or configure a fallback model."
             )
+        elif isinstance(exc, ModelRequestsBlockedError):
+            next_ = "Use a scripted model here, or opt in with allow_model_requests(True)."
         elif isinstance(exc, UnexpectedModelOutputError):
             next_ = "Try a more capable model, a lower temperature, or fewer and clearer tools."
         else:
