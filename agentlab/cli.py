@@ -55,20 +55,21 @@ def sql(
     workspace: Workspace = None,
 ) -> None:
     """Query the trace store with SQL and print the rows."""
-    from agentlab.errors import TraceStoreError
     from agentlab.tracing import TraceStore
 
-    try:
-        frame = TraceStore(workspace).df(query)
-    except TraceStoreError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(frame.to_string(index=False))
+    typer.echo(TraceStore(workspace).df(query).to_string(index=False))
 
 
 def main() -> None:
-    """Entry point of the `agentlab` script."""
-    app(prog_name="agentlab")
+    """Entry point of the `agentlab` script: agentlab's errors print as one clear
+    message (exit status 2), not a traceback."""
+    from agentlab.errors import AgentlabError
+
+    try:
+        app(prog_name="agentlab")
+    except AgentlabError as exc:
+        typer.echo(f"agentlab: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

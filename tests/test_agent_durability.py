@@ -41,8 +41,9 @@ AGENT = textwrap.dedent("""
 
 @pytest.mark.timeout(60)
 def test_sigkilled_agent_run_keeps_completed_steps(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", AGENT, str(tmp_path)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AGENT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "3 steps done"
@@ -57,5 +58,5 @@ def test_sigkilled_agent_run_keeps_completed_steps(tmp_path):
     assert tools == [(1, "ok", "2"), (2, "ok", "3"), (3, "ok", "4")]
     models = store.sql("select step, status from model_calls order by step")
     assert models == [(1, "ok"), (2, "ok"), (3, "ok"), (4, "ok")]  # step 4's call was made
-    (status, explanation), = store.sql("select status, explanation from runs")
+    ((status, explanation),) = store.sql("select status, explanation from runs")
     assert status == "interrupted" and "stopped before it finished" in explanation

@@ -23,6 +23,7 @@ def test_import_is_lazy_about_heavy_dependencies():
         "heavy = [m for m in ('duckdb', 'openai', 'xllamacpp', 'pandas', 'fastapi') "
         "if m in sys.modules]; print(heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -144,12 +144,14 @@ class Run:
             return self._model_failed(index, error, started_at, t0)
         latency_ms = (time.perf_counter() - t0) * 1000
         usage = response.usage
-        cost = agent.prices.cost(response.model_name, usage)
+        price = agent.prices.price(response.model_name)
+        cost = None if price is None else price.cost(usage)
         self._add_usage(usage, cost)
         reply = response.message
         step = Step(index=index, response=reply, usage=usage, cost=cost, latency_ms=latency_ms)
         self.steps.append(step)
-        self._emit_model_call(step, started_at, reply=reply)
+        if self._tracer is not None:
+            self._emit_model_call(step, started_at, reply=reply)
         self.messages.append(reply)
         if reply.tool_calls:
             self._failures.pop("model", None)

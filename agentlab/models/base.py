@@ -33,7 +33,7 @@ class ModelSettings(BaseModel):
     seed: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ModelResponse:
     """A model reply with the tokens it used."""
 

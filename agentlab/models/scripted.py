@@ -35,11 +35,11 @@ def estimate_tokens(text: str | None) -> int:
 
 
 def _message_text_length(message: Message) -> int:
+    length = len(message.content or "")
     if isinstance(message, AssistantMessage):
-        return len(message.content or "") + sum(
-            len(c.name) + len(c.arguments) for c in message.tool_calls
-        )
-    return len(message.content)
+        for call in message.tool_calls:
+            length += len(call.name) + len(call.arguments)
+    return length
 
 
 class _TokenEstimator:
