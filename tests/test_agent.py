@@ -303,3 +303,22 @@ def test_plain_functions_become_tools():
 
     agent, _ = make_agent(scripted(call("mul", '{"a": 3, "b": 4}'), "12"), tools=(mul,))
     assert agent.run_sync("3*4").messages[3].content == "12"
+
+
+def test_schema_model_satisfies_patterns():
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @tool
+    def get(order_id: Annotated[str, Field(pattern=r"^O-[0-9]{4}$")]) -> str:
+        """Get an order.
+
+        Args:
+            order_id: Like O-1001.
+        """
+        return order_id
+
+    agent, rec = make_agent(SchemaModel(), tools=(get,))
+    agent.run_sync("go")
+    assert [(e.status, e.result) for e in rec.of(ToolCallEvent)] == [("ok", "O-0000")]

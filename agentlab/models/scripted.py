@@ -126,6 +126,10 @@ def example_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = No
     if kind == "array":
         return [example_from_schema(schema["items"], defs)] if schema.get("minItems") else []
     if kind == "string":
+        if "pattern" in schema:
+            import exrex  # a small pure-Python regex expander, imported only when needed
+
+            return next(exrex.generate(schema["pattern"], limit=schema.get("maxLength", 20)))
         return "a" * max(1, schema.get("minLength", 1))
     if kind in ("integer", "number"):
         value = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
