@@ -9,9 +9,9 @@ from dataclasses import dataclass
 __all__ = ["DEFAULT_PRICES", "Price", "PriceTable", "Usage"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
-    """Tokens used by one or more model requests."""
+    """Tokens used by one or more model requests (a value: add, don't mutate)."""
 
     input_tokens: int = 0
     output_tokens: int = 0

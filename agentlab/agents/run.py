@@ -77,6 +77,7 @@ class Run:
         self._cost: float | None = 0.0
         self._failures: dict[str, int] = {}  # consecutive failures per tool / "model"
         self._started = time.perf_counter()
+        self._epoch = time.time() - self._started  # wall clock = _epoch + perf_counter()
         self._latency_ms = 0.0
         if tracer is not None:
             tracer.emit(
@@ -131,8 +132,8 @@ class Run:
             raise UserError(f"Run {self.id} already finished ({self.status}); start a new run.")
         agent = self.agent
         index = len(self.steps) + 1
-        started_at = time.time()
         t0 = time.perf_counter()
+        started_at = self._epoch + t0
         try:
             response = await agent.model.request(
                 self.messages, agent.tool_definitions, agent.settings
@@ -146,15 +147,18 @@ class Run:
         usage = response.usage
         price = agent.prices.price(response.model_name)
         cost = None if price is None else price.cost(usage)
-        self._add_usage(usage, cost)
+        self._input_tokens += usage.input_tokens
+        self._output_tokens += usage.output_tokens
+        self._cost = None if cost is None or self._cost is None else self._cost + cost
         reply = response.message
-        step = Step(index=index, response=reply, usage=usage, cost=cost, latency_ms=latency_ms)
+        step = Step(index, reply, usage, cost, latency_ms, [])
         self.steps.append(step)
         if self._tracer is not None:
             self._emit_model_call(step, started_at, reply=reply)
         self.messages.append(reply)
         if reply.tool_calls:
-            self._failures.pop("model", None)
+            if self._failures:
+                self._failures.pop("model", None)
             for call in reply.tool_calls:
                 await self._call_tool(step, call)
         elif reply.content:
@@ -202,11 +206,6 @@ class Run:
         return f"<Run {self.id[:8]} {self.status} steps={len(self.steps)}>"
 
     # -- internals --------------------------------------------------------------------
-
-    def _add_usage(self, usage: Usage, cost: float | None) -> None:
-        self._input_tokens += usage.input_tokens
-        self._output_tokens += usage.output_tokens
-        self._cost = None if cost is None or self._cost is None else self._cost + cost
 
     def _emit_model_call(
         self,
@@ -293,8 +292,8 @@ class Run:
 
     async def _call_tool(self, step: Step, call: ToolCall) -> None:
         agent = self.agent
-        started_at = time.time()
         t0 = time.perf_counter()
+        started_at = self._epoch + t0
         tool = agent.tools_by_name.get(call.name)
         status: ToolCallStatus = "ok"
         error: str | None = None
@@ -352,7 +351,8 @@ class Run:
                 )
             )
         if status == "ok":
-            self._failures.pop(call.name, None)
+            if self._failures:
+                self._failures.pop(call.name, None)
             return
         failures = self._failures.get(call.name, 0) + 1
         self._failures[call.name] = failures

@@ -23,28 +23,26 @@ from agentlab.messages import (
 from agentlab.models.base import Model, ModelResponse, ModelSettings
 from agentlab.usage import Usage
 
-__all__ = ["FunctionModel", "SchemaModel", "estimate_tokens"]
+__all__ = ["FunctionModel", "SchemaModel"]
 
 Reply = AssistantMessage | str
 ReplyFunction = Callable[[Sequence[Message], Sequence[ToolDefinition]], Reply | Awaitable[Reply]]
 
 
-def estimate_tokens(text: str | None) -> int:
-    """A documented estimate: ~4 characters per token (used only by test doubles)."""
-    return (len(text) + 3) // 4 if text else 0
-
-
-def _message_text_length(message: Message) -> int:
+def _text_length(message: Message) -> int:
     length = len(message.content or "")
-    if isinstance(message, AssistantMessage):
+    if message.role == "assistant":
         for call in message.tool_calls:
             length += len(call.name) + len(call.arguments)
     return length
 
 
 class _TokenEstimator:
-    """Estimates usage; counts a growing conversation incrementally (a run appends
-    to one list), so a step costs O(new messages) rather than O(history)."""
+    """Estimates usage at ~4 characters per token (test doubles have no tokenizer).
+
+    A run appends to one list, so the count is kept incrementally: a step costs
+    O(new messages), not O(history).
+    """
 
     def __init__(self) -> None:
         self._messages: Sequence[Message] | None = None
@@ -55,13 +53,9 @@ class _TokenEstimator:
         if messages is not self._messages or len(messages) < self._counted:
             self._messages, self._counted, self._chars = messages, 0, 0
         for message in messages[self._counted :]:
-            self._chars += _message_text_length(message)
+            self._chars += _text_length(message)
         self._counted = len(messages)
-        return Usage(
-            input_tokens=(self._chars + 3) // 4,
-            output_tokens=(_message_text_length(reply) + 3) // 4,
-            requests=1,
-        )
+        return Usage((self._chars + 3) // 4, (_text_length(reply) + 3) // 4, 1)
 
 
 class FunctionModel(Model):
