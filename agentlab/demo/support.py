@@ -51,7 +51,6 @@ class OrderSummary(TypedDict):
 
 
 class Order(OrderSummary):
-    customer_id: str
     items: list[str]
     carrier: str | None
     tracking_number: str | None
@@ -112,7 +111,7 @@ def support_tools(db_path: str | os.PathLike[str]) -> list[Tool]:
             order_id: The order id, like O-1001.
         """
         rows = query(
-            "SELECT o.customer_id, o.placed_on, o.status, o.total_usd, s.carrier, "
+            "SELECT o.placed_on, o.status, o.total_usd, s.carrier, "
             "s.tracking_number, s.status, s.eta FROM orders o "
             "LEFT JOIN shipments s USING (order_id) WHERE o.order_id = ?",
             order_id,
@@ -122,7 +121,7 @@ def support_tools(db_path: str | os.PathLike[str]) -> list[Tool]:
                 f"No order {order_id}. Order ids look like O-1001; check the id the customer "
                 "gave (or list their orders with list_orders) and call again."
             )
-        customer_id, placed_on, status, total, carrier, tracking, delivery, eta = rows[0]
+        placed_on, status, total, carrier, tracking, delivery, eta = rows[0]
         items = query(
             "SELECT quantity, product FROM order_items WHERE order_id = ? ORDER BY rowid", order_id
         )
@@ -130,7 +129,6 @@ def support_tools(db_path: str | os.PathLike[str]) -> list[Tool]:
             delivery = "nothing to ship" if status == "cancelled" else "not shipped yet"
         return Order(
             order_id=order_id,
-            customer_id=customer_id,
             placed_on=placed_on.isoformat(),
             status=status,
             total_usd=_usd(total),
