@@ -2,7 +2,8 @@
 
 Events are the unit of durability: the trace writer appends each one to disk as
 soon as it happens, and the trace store ingests them into DuckDB tables
-(``runs``, ``model_calls``, ``tool_calls``).
+(``runs``, ``model_calls``, ``tool_calls``; evaluations add ``eval_runs`` and
+``eval_results``).
 
 Events are plain dataclasses, validated and serialized by pydantic: the run loop
 builds them from values that are already typed, so construction skips validation
@@ -19,6 +20,8 @@ from pydantic import ConfigDict, Field, TypeAdapter
 from agentlab.messages import AssistantMessage, Message
 
 __all__ = [
+    "EvalCaseResult",
+    "EvalRunSummary",
     "Event",
     "ModelCallEvent",
     "RunFinished",
@@ -117,15 +120,70 @@ class RunFinished:
     ended_at: float
 
 
+@dataclass(slots=True, kw_only=True)
+class EvalCaseResult:
+    """One evaluated case: the run it made (`run_id`) and how it scored.
+
+    `scorer` is the registered scorer's name and arguments, enough to rebuild it;
+    `calls_*` count expected tool calls, calls made and the pairs that matched.
+    """
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["eval_case_result"] = "eval_case_result"
+    eval_id: str
+    case_id: str
+    run_id: str
+    passed: bool
+    score: float
+    explanation: str
+    scorer: dict[str, Any]
+    tags: list[str] = field(default_factory=list)
+    calls_expected: int
+    calls_made: int
+    calls_matched: int
+    steps: int
+    cost: float | None = None
+    latency_ms: float
+    ended_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class EvalRunSummary:
+    """An evaluation finished: its metrics over all cases (see ``agentlab.evals``)."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["eval_run"] = "eval_run"
+    eval_id: str
+    name: str
+    dataset: str
+    agent: str
+    model: str
+    cases: int
+    metrics: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    started_at: float
+    ended_at: float
+
+
 Event = Annotated[
-    RunStarted | ModelCallEvent | ToolCallEvent | RunFinished, Field(discriminator="kind")
+    RunStarted | ModelCallEvent | ToolCallEvent | RunFinished | EvalCaseResult | EvalRunSummary,
+    Field(discriminator="kind"),
 ]
 _EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 
 
 _SERIALIZERS = {
     cls: TypeAdapter(cls).serializer
-    for cls in (RunStarted, ModelCallEvent, ToolCallEvent, RunFinished)
+    for cls in (
+        RunStarted,
+        ModelCallEvent,
+        ToolCallEvent,
+        RunFinished,
+        EvalCaseResult,
+        EvalRunSummary,
+    )
 }
 
 

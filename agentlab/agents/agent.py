@@ -102,12 +102,17 @@ class Agent:
         """The conversation a run starts from."""
         raise NotImplementedError
 
-    def start(self, input: str, *, metadata: dict[str, Any] | None = None) -> Run:
-        """Start a run without taking a step (advance it with ``step``)."""
+    @property
+    def tracer(self) -> Tracer | None:
+        """Where this agent's runs are recorded (resolved from `trace` on first use)."""
         if not self._tracer_resolved:
             self._tracer = _resolve_tracer(self.trace)
             self._tracer_resolved = True
-        return Run(self, input, self.opening_messages(input), self._tracer, metadata)
+        return self._tracer
+
+    def start(self, input: str, *, metadata: dict[str, Any] | None = None) -> Run:
+        """Start a run without taking a step (advance it with ``step``)."""
+        return Run(self, input, self.opening_messages(input), self.tracer, metadata)
 
     async def run(self, input: str, *, metadata: dict[str, Any] | None = None) -> RunResult:
         """Run until a final answer, the step limit or an unrecoverable error."""
@@ -122,3 +127,8 @@ class Agent:
             f"{type(self).__name__}(name={self.name!r}, model={self.model.name!r}, "
             f"tools={self.tool_names})"
         )
+
+    def _repr_html_(self) -> str:
+        from agentlab._html import agent_html
+
+        return agent_html(self)

@@ -48,6 +48,11 @@ class Step:
             return "error"
         return "tool_calls" if self.tool_calls else "answer"
 
+    def _repr_html_(self) -> str:
+        from agentlab._html import step_html
+
+        return step_html(self)
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -71,3 +76,8 @@ class RunResult:
 
     def __str__(self) -> str:
         return self.output if self.ok and self.output is not None else (self.explanation or "")
+
+    def _repr_html_(self) -> str:
+        from agentlab._html import result_html
+
+        return result_html(self)

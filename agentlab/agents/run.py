@@ -205,6 +205,11 @@ class Run:
     def __repr__(self) -> str:
         return f"<Run {self.id[:8]} {self.status} steps={len(self.steps)}>"
 
+    def _repr_html_(self) -> str:
+        from agentlab._html import run_html
+
+        return run_html(self)
+
     # -- internals --------------------------------------------------------------------
 
     def _emit_model_call(

@@ -85,6 +85,11 @@ class Tool:
     def __repr__(self) -> str:
         return f"Tool({self.name!r})"
 
+    def _repr_html_(self) -> str:
+        from agentlab._html import tool_html
+
+        return tool_html(self)
+
 
 def _where(function: Callable[..., Any]) -> str:
     code = getattr(function, "__code__", None)

@@ -2,7 +2,8 @@
 
 Runs under the store's exclusive lock. For each segment it reads from the byte
 offset stored in ``_segments`` up to the last complete line, loads all chunks in
-one ``read_json`` pass and inserts them with the new offsets in one transaction:
+one ``read_json`` pass and inserts them (runs, model and tool calls, eval results
+and eval runs) with the new offsets in one transaction:
 an ingest killed half-way loses and duplicates nothing. A segment whose writer
 is gone (its ``flock`` can be taken) is deleted once fully ingested, and its runs
 that never finished are marked ``interrupted``.
@@ -60,6 +61,20 @@ _COLUMNS = {
     "latency_ms": "DOUBLE",
     "started_at": "DOUBLE",
     "ended_at": "DOUBLE",
+    # evaluation events
+    "eval_id": "VARCHAR",
+    "case_id": "VARCHAR",
+    "passed": "BOOLEAN",
+    "score": "DOUBLE",
+    "scorer": "JSON",
+    "tags": "VARCHAR[]",
+    "calls_expected": "INTEGER",
+    "calls_made": "INTEGER",
+    "calls_matched": "INTEGER",
+    "name": "VARCHAR",
+    "dataset": "VARCHAR",
+    "cases": "INTEGER",
+    "metrics": "JSON",
 }
 
 
@@ -155,6 +170,22 @@ UPDATE runs SET
         || 'crashed); ' || CASE WHEN s.steps = 0 THEN 'no steps were recorded'
                                 ELSE 'steps up to ' || s.steps || ' were recorded' END
 FROM s WHERE runs.run_id = s.run_id
+"""
+
+_INSERT_EVAL_RESULTS = f"""
+INSERT INTO eval_results
+SELECT eval_id, case_id, run_id, passed, score, explanation, scorer, tags, calls_expected,
+       calls_made, calls_matched, steps, cost, latency_ms, {_ts("ended_at")}
+FROM _batch WHERE kind = 'eval_case_result' AND eval_id IS NOT NULL AND case_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_EVAL_RUNS = f"""
+INSERT INTO eval_runs
+SELECT eval_id, name, dataset, agent, model, cases, metrics, metadata, {_ts("started_at")},
+       {_ts("ended_at")}
+FROM _batch WHERE kind = 'eval_run' AND eval_id IS NOT NULL
+ON CONFLICT DO NOTHING
 """
 
 _SAVE_OFFSETS = """
@@ -294,6 +325,8 @@ def _ingest_pass(
             con.execute(_INSERT_TOOL_CALLS)
             con.execute(_TOUCH_RUNS)
             con.execute(_INSERT_FINISHED)
+            con.execute(_INSERT_EVAL_RESULTS)
+            con.execute(_INSERT_EVAL_RUNS)
         if finished:
             con.execute(_MARK_INTERRUPTED, {"dead": [s.name for s in finished]})
         if advanced:
@@ -321,7 +354,8 @@ def _count_valid(con: duckdb.DuckDBPyConnection, lines: int) -> int:
     """Events of a known kind in the batch; warn about lines that are not."""
     rows = con.execute(
         "SELECT count(*) FILTER (WHERE kind IN "
-        "('run_started', 'model_call', 'tool_call', 'run_finished')) FROM _batch"
+        "('run_started', 'model_call', 'tool_call', 'run_finished', 'eval_case_result', "
+        "'eval_run')) FROM _batch"
     ).fetchall()
     valid: int = rows[0][0]
     if valid < lines:

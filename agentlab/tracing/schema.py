@@ -75,6 +75,42 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        "create eval_runs, eval_results",
+        """
+        CREATE TABLE eval_runs (
+            eval_id VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            dataset VARCHAR,
+            agent VARCHAR,
+            model VARCHAR,
+            cases INTEGER,
+            metrics JSON,  -- task_completion_rate, tool_precision, latency_p95_ms, ...
+            metadata JSON,
+            started_at TIMESTAMP,
+            ended_at TIMESTAMP
+        );
+        CREATE TABLE eval_results (
+            eval_id VARCHAR NOT NULL,
+            case_id VARCHAR NOT NULL,
+            run_id VARCHAR,  -- joins runs, model_calls and tool_calls
+            passed BOOLEAN,
+            score DOUBLE,
+            explanation VARCHAR,
+            scorer JSON,  -- {"name": ..., "kwargs": {...}}: enough to rebuild the scorer
+            tags VARCHAR[],
+            calls_expected INTEGER,
+            calls_made INTEGER,
+            calls_matched INTEGER,
+            steps INTEGER,
+            cost DOUBLE,
+            latency_ms DOUBLE,
+            ended_at TIMESTAMP,
+            PRIMARY KEY (eval_id, case_id)
+        );
+        """,
+    ),
 )
 
 

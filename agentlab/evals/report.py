@@ -1,0 +1,143 @@
+"""The report of one eval run: metrics, per-case rows, a text table and gates."""
+
+from __future__ import annotations
+
+import html
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from agentlab.errors import UserError
+from agentlab.evals.metrics import EvalMetrics
+from agentlab.evals.results import CaseResult
+
+__all__ = ["GATE_METRICS", "EvalReport", "GateFailure"]
+
+GATE_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EvalMetrics) if f.name != "tags")
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+_GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class GateFailure:
+    """A gate that did not hold; `message` says which metric, what and how much."""
+
+    metric: str
+    condition: str
+    actual: float | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """What :func:`~agentlab.evals.evaluate` returns; its rows are also in the
+    trace store (``eval_runs``, ``eval_results``)."""
+
+    eval_id: str
+    name: str
+    dataset: str
+    agent: str
+    model: str
+    metrics: EvalMetrics
+    results: list[CaseResult]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as a JSON-able dict."""
+        return {
+            "eval_id": self.eval_id,
+            "name": self.name,
+            "dataset": self.dataset,
+            "agent": self.agent,
+            "model": self.model,
+            "metadata": self.metadata,
+            "metrics": self.metrics.to_dict(),
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def check_gates(self, gates: Mapping[str, str]) -> list[GateFailure]:
+        """The gates that fail, e.g. ``{"task_completion_rate": ">=0.6"}``; [] if all hold.
+
+        A gate is an operator (``>=``, ``<=``, ``>``, ``<``, ``==``) and a number;
+        the metric names are :data:`GATE_METRICS`. A metric that was not measured
+        (``cost_per_task`` with unknown prices) fails its gate.
+        """
+        failures = []
+        for metric, condition in gates.items():
+            if metric not in GATE_METRICS:
+                raise UserError(
+                    f"unknown metric {metric!r} in the gates; use one of {', '.join(GATE_METRICS)}"
+                )
+            match = _GATE.match(str(condition))
+            if match is None:
+                raise UserError(
+                    f"gate {metric}={condition!r} is not understood; write an operator and a "
+                    "number, like '>=0.8' or '<=20000'"
+                )
+            op, threshold = match.group(1), float(match.group(2))
+            actual = getattr(self.metrics, metric)
+            if actual is None:
+                message = f"{metric} was not measured, so the gate {op}{threshold:g} fails"
+            elif not _OPERATORS[op](actual, threshold):
+                message = f"{metric} is {actual:.4g}; the gate requires {op}{threshold:g}"
+            else:
+                continue
+            failures.append(GateFailure(metric, f"{op}{threshold:g}", actual, message))
+        return failures
+
+    def __str__(self) -> str:
+        m = self.metrics
+        header = ("case", "status", "pass", "score", "steps", "calls m/e/ok", "ms", "explanation")
+        rows = [
+            (
+                r.case_id,
+                r.status,
+                "yes" if r.passed else "NO",
+                f"{r.score:.2f}",
+                str(r.steps),
+                f"{r.calls_made}/{r.calls_expected}/{r.calls_matched}",
+                f"{r.latency_ms:.0f}",
+                _clip(r.explanation, 60),
+            )
+            for r in self.results
+        ]
+        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+        lines = [
+            f"eval {self.name} ({self.eval_id[:8]}): dataset {self.dataset}, agent {self.agent}, "
+            f"model {self.model}",
+            *(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                for row in (header, *rows)
+            ),
+            "",
+            f"task_completion_rate {m.task_completion_rate:.2f} ({m.passed}/{m.cases})  "
+            f"avg_steps {m.avg_steps:.2f}  tool_precision {m.tool_precision:.2f}  "
+            f"tool_recall {m.tool_recall:.2f}",
+            f"cost_per_task {'n/a' if m.cost_per_task is None else f'${m.cost_per_task:.6f}'}  "
+            f"latency_p50_ms {m.latency_p50_ms:.0f}  latency_p95_ms {m.latency_p95_ms:.0f}",
+        ]
+        if m.tags:
+            lines.append(
+                "tags: " + ", ".join(f"{t} {c.passed}/{c.cases}" for t, c in m.tags.items())
+            )
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{html.escape(str(self))}</pre>"
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

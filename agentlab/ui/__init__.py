@@ -1,0 +1,18 @@
+"""Notebook widgets over the trace store and live runs (the ``notebook`` extra).
+
+Import this only in notebooks: it needs ipywidgets, matplotlib and pandas.
+"""
+
+from __future__ import annotations
+
+from agentlab.errors import MissingExtraError
+
+for _package in ("ipywidgets", "matplotlib", "pandas"):
+    try:
+        __import__(_package)
+    except ImportError:
+        raise MissingExtraError(_package, "notebook") from None
+
+from agentlab.ui.inspector import RunInspector  # noqa: E402
+
+__all__ = ["RunInspector"]

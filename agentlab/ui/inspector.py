@@ -1,0 +1,223 @@
+"""`RunInspector`: the steps of a run, read from the trace store, with a chart and
+a "Next step" button that advances a live run."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+from IPython.display import Image
+
+from agentlab import _html
+from agentlab.errors import UserError
+from agentlab.tracing import TraceStore
+
+if TYPE_CHECKING:
+    from agentlab.agents.run import Run
+
+__all__ = ["RunInspector"]
+
+
+def _store_of(run: Run) -> TraceStore:
+    """The trace store a live run writes to (its agent's trace writer's workspace)."""
+    workspace = getattr(run.agent.tracer, "workspace", None)
+    if workspace is not None:
+        return TraceStore(workspace)
+    raise UserError(
+        f"Run {run.id[:8]} is not recorded in a trace store (its agent has "
+        f"trace={run.agent.trace!r}); build the agent with trace=True or a workspace path, "
+        "or pass store=..."
+    )
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    return [dict(r) for r in frame.to_dict("records")]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value != value  # None or NaN
+
+
+class RunInspector(widgets.VBox):
+    """The steps of one run, or of the last `last` runs (pick one in the list).
+
+    Everything shown is read from `store` (default: the store of `live_run`, else
+    the default workspace's). With `live_run`, "Next step" runs
+    ``live_run.step_sync()`` and refreshes; it is disabled once the run is done.
+
+    Attributes: ``rows`` (the store's step rows of the shown run), ``run_id``,
+    ``run_selector`` (``None`` unless `last` is given), ``next_button``,
+    ``summary``, ``steps_view``, ``chart`` (matplotlib figure in an Output),
+    ``message``.
+    """
+
+    def __init__(
+        self,
+        store: TraceStore | None = None,
+        *,
+        run_id: str | None = None,
+        last: int | None = None,
+        live_run: Run | None = None,
+    ) -> None:
+        if live_run is not None and run_id is not None and run_id != live_run.id:
+            raise UserError("Pass either run_id or live_run, not two different runs.")
+        if store is None:
+            store = _store_of(live_run) if live_run is not None else TraceStore()
+        self.store = store
+        self.live_run = live_run
+        self.run_id: str | None = live_run.id if live_run is not None else run_id
+        self.rows: list[dict[str, Any]] = []
+        self.run_row: dict[str, Any] | None = None
+
+        self.summary = widgets.HTML()
+        self.steps_view = widgets.HTML()
+        self.chart = widgets.Output(layout=widgets.Layout(min_height="40px"))
+        self.message = widgets.HTML()
+        self.next_button = widgets.Button(
+            description="Next step",
+            icon="step-forward",
+            tooltip="Run the next step of the live run",
+            button_style="primary",
+            layout=widgets.Layout(display="" if live_run is not None else "none"),
+        )
+        self.next_button.on_click(self._on_next)
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.refresh_button.on_click(lambda _: self.refresh())
+        self.run_selector: widgets.Dropdown | None = None
+        controls: list[widgets.Widget] = []
+        if last is not None or (run_id is None and live_run is None):
+            self.run_selector = widgets.Dropdown(description="Run", layout={"width": "640px"})
+            self._load_runs(last or 10)
+            self.run_selector.observe(self._on_select, names="value")
+            controls.append(self.run_selector)
+        controls += [self.next_button, self.refresh_button]
+        super().__init__(
+            [
+                widgets.HBox(controls),
+                self.message,
+                self.summary,
+                self.steps_view,
+                self.chart,
+            ]
+        )
+        self.add_class("agentlab-inspector")
+        self.refresh()
+
+    # -- actions ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the shown run from the store again and redraw everything."""
+        if self.run_id is None:
+            self.rows, self.run_row = [], None
+        else:
+            self.run_row = self.store.run(self.run_id)
+            self.rows = _records(self.store.steps(self.run_id))
+        self.summary.value = self._summary_html()
+        self.steps_view.value = _html.steps_table_html(self.rows)
+        self._draw_chart()
+        live = self.live_run
+        self.next_button.disabled = live is None or live.done or live.id != self.run_id
+
+    def next_step(self) -> None:
+        """Advance the live run by one step, then refresh from the store."""
+        run = self.live_run
+        if run is None or run.done:
+            return
+        self.next_button.disabled = True
+        self.message.value = ""
+        try:
+            run.step_sync()
+        except Exception as exc:  # show it in the widget; a click has no caller
+            self.message.value = (
+                f'<div class="agentlab bad">{_html.esc(type(exc).__name__)}: {_html.esc(exc)}</div>'
+            )
+        finally:
+            self.refresh()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _on_next(self, _button: widgets.Button) -> None:
+        self.next_step()
+
+    def _on_select(self, change: Mapping[str, Any]) -> None:
+        self.run_id = change["new"]
+        self.refresh()
+
+    def _load_runs(self, limit: int) -> None:
+        assert self.run_selector is not None
+        runs = _records(self.store.runs(limit))
+        options = [
+            (
+                f"{r['started_at']:%Y-%m-%d %H:%M:%S}  {r['status']:<9}  {r['input'] or ''}"[:120],
+                r["run_id"],
+            )
+            if not _missing(r["started_at"])
+            else (f"{r['run_id'][:8]}  {r['status']}", r["run_id"])
+            for r in runs
+        ]
+        self.run_selector.options = options
+        if options:
+            if self.run_id is None or self.run_id not in {v for _, v in options}:
+                self.run_id = options[0][1]
+            self.run_selector.value = self.run_id
+
+    def _summary_html(self) -> str:
+        r = self.run_row
+        if r is None:
+            text = "No run selected." if self.run_id is None else f"Run {self.run_id} not found."
+            return f'<div class="agentlab muted">{_html.esc(text)}</div>'
+        cost = None if _missing(r.get("cost")) else r["cost"]
+        items = {
+            "run": f"<code>{_html.esc(r['run_id'][:8])}</code> "
+            f"{_html.esc(r.get('agent'))} / {_html.esc(r.get('model'))}",
+            "status": _html.status_html(r["status"]),
+            "input": _html.pre(r.get("input")),
+            "steps": _html.esc(len({row["step"] for row in self.rows})),
+            "tokens": _html.esc(
+                f"{sum(_num(x.get('input_tokens')) for x in self.rows):.0f} in / "
+                f"{sum(_num(x.get('output_tokens')) for x in self.rows):.0f} out"
+            ),
+            "cost": _html.esc(_html.cost_text(cost) if r["status"] != "running" else "(running)"),
+        }
+        if not _missing(r.get("output")):
+            items["answer"] = _html.pre(r["output"])
+        if not _missing(r.get("explanation")):
+            items["why it stopped"] = f'<div class="bad">{_html.pre(r["explanation"])}</div>'
+        return _html.STYLE + '<div class="agentlab">' + _html.fields(items) + "</div>"
+
+    def _draw_chart(self) -> None:
+        """Cost and latency per step (model calls plus their tool calls)."""
+        self.chart.outputs = ()
+        if not self.rows:
+            return
+        steps = sorted({int(r["step"]) for r in self.rows})
+        latency = {s: 0.0 for s in steps}
+        cost = {s: 0.0 for s in steps}
+        for r in self.rows:
+            latency[int(r["step"])] += _num(r.get("latency_ms"))
+            cost[int(r["step"])] += _num(r.get("cost"))
+        self.chart.append_display_data(Image(data=_chart_png(steps, cost, latency)))
+
+
+def _num(value: Any) -> float:
+    return 0.0 if _missing(value) else float(value)
+
+
+def _chart_png(steps: list[int], cost: dict[int, float], latency: dict[int, float]) -> bytes:
+    from matplotlib.figure import Figure  # no pyplot: no global figure state
+
+    fig = Figure(figsize=(7, 2.2), dpi=80, layout="constrained")
+    ax_latency, ax_cost = fig.subplots(1, 2)
+    ax_latency.bar(steps, [latency[s] for s in steps], color="#4c72b0")
+    ax_latency.set_title("latency per step (ms)", fontsize=10)
+    ax_cost.bar(steps, [cost[s] for s in steps], color="#dd8452")
+    ax_cost.set_title("cost per step (USD)", fontsize=10)
+    for ax in (ax_latency, ax_cost):
+        ax.set_xlabel("step", fontsize=9)
+        ax.set_xticks(steps)
+        ax.tick_params(labelsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()

@@ -1,0 +1,86 @@
+"""Every tutorial notebook is executed with papermill so it cannot rot."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+papermill = pytest.importorskip("papermill")
+nbformat = pytest.importorskip("nbformat")
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+KERNEL = "python3"
+
+
+@pytest.fixture(scope="module")
+def kernel() -> str:
+    """The python3 kernel, installed into this environment if missing."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if KERNEL not in KernelSpecManager().find_kernel_specs():
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", KERNEL],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return KERNEL
+
+
+def execute(path: Path, tmp_path: Path, kernel: str, model: str, timeout: int):
+    """Run a notebook in a fresh workspace; return the executed notebook."""
+    out = tmp_path / path.name
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(path),
+        str(out),
+        parameters={"model": model, "workspace": str(tmp_path / "ws")},
+        kernel_name=kernel,
+        execution_timeout=timeout,
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
+    print(f"{path.name}: {time.perf_counter() - start:.1f} s, executed copy: {out}")
+    return nbformat.read(out, as_version=4)
+
+
+def outputs(nb) -> list[dict]:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def test_notebooks_are_stored_without_outputs():
+    assert NOTEBOOKS, "no notebooks found"
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, path.name
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
+    nb = execute(path, tmp_path, kernel, "scripted:schema", timeout=60)
+    data = [o.get("data", {}) for o in outputs(nb)]
+    assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
+    if path.name == "01_build_an_agent.ipynb":
+        html = "\n".join(d.get("text/html", "") for d in data)
+        assert "Tool <code>get_order</code>" in html  # tools show their schema
+        assert "ReActAgent" in html and "completed" in html
+        widgets = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
+        assert len(widgets) == 2  # the two inspectors
+
+
+@pytest.mark.local_model
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_with_the_local_model(path, tmp_path, kernel):
+    nb = execute(path, tmp_path, kernel, "local:smollm2", timeout=600)
+    assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
