@@ -25,6 +25,12 @@ class DemoQuestion:
     question: str
     expected_calls: tuple[ExpectedCall, ...]
     answer_contains: str
+    also_accepted: tuple[str, ...] = ()
+
+    def answer_matches(self, answer: str | None) -> bool:
+        """Whether `answer` contains the expected text (or an accepted equivalent)."""
+        text = (answer or "").lower()
+        return any(w.lower() in text for w in (self.answer_contains, *self.also_accepted))
 
 
 QUESTIONS: tuple[DemoQuestion, ...] = (
@@ -57,6 +63,7 @@ QUESTIONS: tuple[DemoQuestion, ...] = (
         "When will order O-1015 arrive?",
         (ExpectedCall("get_order", {"order_id": "O-1015"}),),
         "2026-11-28",
+        also_accepted=("November 28",),
     ),
     DemoQuestion(
         "My email is eve@example.com. Can you list my orders?",

@@ -169,7 +169,7 @@ def score_run(
         (e.tool, json.dumps(dict(e.arguments), sort_keys=True)) in made
         for e in question.expected_calls
     )
-    answer_ok = answer is not None and question.answer_contains.lower() in answer.lower()
+    answer_ok = question.answer_matches(answer)
     return tools_ok, answer_ok
 
 
