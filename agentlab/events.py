@@ -12,10 +12,12 @@ builds them from values that are already typed, so construction skips validation
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic_core import SchemaSerializer
 
 from agentlab.messages import AssistantMessage, Message
 
@@ -171,27 +173,23 @@ Event = Annotated[
     RunStarted | ModelCallEvent | ToolCallEvent | RunFinished | EvalCaseResult | EvalRunSummary,
     Field(discriminator="kind"),
 ]
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_SERIALIZERS: dict[type, SchemaSerializer] = {}
 
 
-_SERIALIZERS = {
-    cls: TypeAdapter(cls).serializer
-    for cls in (
-        RunStarted,
-        ModelCallEvent,
-        ToolCallEvent,
-        RunFinished,
-        EvalCaseResult,
-        EvalRunSummary,
-    )
-}
+@functools.cache
+def _event_adapter() -> TypeAdapter[Event]:
+    return TypeAdapter(Event)
 
 
 def dump_event(event: Event) -> bytes:
-    """One event as compact JSON (no newline)."""
-    return _SERIALIZERS[type(event)].to_json(event)
+    """One event as compact JSON (no newline). Serializers are built on first use
+    (keeps ``import agentlab`` light)."""
+    serializer = _SERIALIZERS.get(type(event))
+    if serializer is None:
+        serializer = _SERIALIZERS[type(event)] = TypeAdapter(type(event)).serializer
+    return serializer.to_json(event)
 
 
 def parse_event(line: str | bytes) -> Event:
     """Parse and validate one JSON line written by the trace writer."""
-    return _EVENT.validate_json(line)
+    return _event_adapter().validate_json(line)
