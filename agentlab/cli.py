@@ -47,6 +47,34 @@ def serve_model(
     serve(model=model, host=host, port=port, threads=threads)
 
 
+@app.command("eval")
+def eval_(
+    notebook: Annotated[Path, typer.Argument(help="The parameterized eval notebook.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", help="A notebook parameter, key=value (JSON or text)."),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="Run once per value: key=v1,v2 (combined with -p)."),
+    ] = None,
+    parallel: Annotated[int, typer.Option(help="Executions at once.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Where executed notebooks go (default: workspace).")
+    ] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Execute an eval notebook with papermill per parameter set, compare the runs,
+    and exit 1 when a gate fails."""
+    from agentlab.evals.notebook import eval_command
+
+    raise typer.Exit(
+        eval_command(
+            notebook, param or [], grid or [], parallel=parallel, out_dir=out, workspace=workspace
+        )
+    )
+
+
 @app.command()
 def sql(
     query: Annotated[

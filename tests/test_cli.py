@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,22 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
     assert "Traceback" not in out.stderr
     out = agentlab("demo", "--model", "gpt-9", workspace=tmp_path)
     assert out.returncode == 2 and "Unknown model 'gpt-9'" in out.stderr
+
+
+def test_eval_command_exits_1_when_a_gate_fails(tmp_path):
+    notebook = Path(__file__).parents[1] / "evals" / "eval_agent.ipynb"
+    out = agentlab(
+        "eval",
+        str(notebook),
+        "-p",
+        "model=scripted:schema",
+        "-p",
+        "limit=2",
+        "--out",
+        str(tmp_path / "runs"),
+        workspace=tmp_path,
+    )
+    assert out.returncode == 1, out.stderr
+    assert "gate failed: task_completion_rate" in out.stdout
+    executed = list((tmp_path / "runs").glob("*.ipynb"))
+    assert len(executed) == 1 and f"executed notebook: {executed[0]}" in out.stdout

@@ -84,3 +84,30 @@ def test_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
 def test_notebook_runs_with_the_local_model(path, tmp_path, kernel):
     nb = execute(path, tmp_path, kernel, "local:smollm2", timeout=600)
     assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
+
+
+EVAL_NOTEBOOKS = sorted((Path(__file__).parent.parent / "evals").glob("*.ipynb"))
+EVAL_MIME = "application/x.agentlab.eval+json"
+
+
+@pytest.mark.parametrize("path", EVAL_NOTEBOOKS, ids=lambda p: p.name)
+def test_eval_notebooks_are_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, path.name
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("path", EVAL_NOTEBOOKS, ids=lambda p: p.name)
+def test_eval_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
+    nb = execute(path, tmp_path, kernel, "scripted:schema", timeout=60)
+    assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
+    results = [o["data"][EVAL_MIME] for o in outputs(nb) if EVAL_MIME in o.get("data", {})]
+    assert len(results) == 1, "an eval notebook displays exactly one result bundle"
+    result = results[0]
+    assert result["metrics"]["cases"] >= 15 and result["model"] == "scripted:schema"
+    assert {"gates", "gate_failures", "parameters", "results"} <= result.keys()
