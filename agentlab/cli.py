@@ -76,6 +76,39 @@ def eval_(
 
 
 @app.command()
+def export(
+    notebook: Annotated[Path, typer.Argument(help="The notebook whose export cells to package.")],
+    name: Annotated[str, typer.Option(help="Package name (a Python identifier).")],
+    out: Annotated[Path, typer.Option(help="Where the package directory goes.")] = Path("exports"),
+    eval_notebook: Annotated[
+        Path | None,
+        typer.Option(help="Eval notebook whose gates must pass (default: evals/eval_agent.ipynb)."),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", help="An eval notebook parameter, key=value."),
+    ] = None,
+    allow_failing_gates: Annotated[
+        bool, typer.Option(help="Export even if a gate fails (recorded in export.json).")
+    ] = False,
+) -> None:
+    """Export a validated notebook as an installable agent package with an HTTP app."""
+    from agentlab.evals.notebook_params import parameter_sets
+    from agentlab.export import export_notebook
+
+    (parameters,) = parameter_sets(param or [], [])
+    path = export_notebook(
+        notebook,
+        name=name,
+        out=out,
+        eval_notebook=eval_notebook,
+        eval_parameters=parameters,
+        allow_failing_gates=allow_failing_gates,
+    )
+    typer.echo(f"exported package: {path}")
+
+
+@app.command()
 def sql(
     query: Annotated[
         str, typer.Argument(help="SQL over the runs, model_calls and tool_calls tables.")

@@ -1,0 +1,446 @@
+"""The exporter: cell selection and refusals, validation gate, byte-identical
+re-export, the served agent app, and the end to end (fresh venv, generated tests,
+uvicorn on loopback, an answer over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from _http import free_port, serve_in_thread
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from agentlab.agents import ReActAgent
+from agentlab.export import ExportError, GateResult, export_notebook, read_export_cells
+from agentlab.export.validation import run_eval_notebook
+from agentlab.models import FunctionModel
+from agentlab.serve.agent_app import create_agent_app
+
+DATA = Path(__file__).parent / "data"
+SAMPLE = DATA / "capitals_agent.ipynb"
+EVAL = DATA / "eval_capitals.ipynb"
+CASES = DATA / "capitals.jsonl"
+EVAL_PARAMS = {"agent_notebook": str(SAMPLE), "dataset": str(CASES)}
+
+FACTORY = "def build_agent():\n    return None\n"
+
+
+def passing(eval_notebook: Path, parameters: Any, output_path: Path) -> GateResult:
+    """A validator that passes without running anything (for tests about files)."""
+    return GateResult(passed=True, parameters={"dataset": str(CASES)})
+
+
+def notebook(tmp_path: Path, *sources: str, tag: bool = True) -> Path:
+    """A notebook whose code cells are `sources`, tagged ``export`` when `tag`."""
+    nb = new_notebook()
+    nb.cells = [new_markdown_cell("# test")]
+    for i, source in enumerate(sources):
+        cell = new_code_cell(source)
+        cell.id = f"c{i}"
+        if tag:
+            cell.metadata["tags"] = ["export"]
+        nb.cells.append(cell)
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+# -- cells ------------------------------------------------------------------------
+
+
+def test_selects_tagged_and_directive_cells() -> None:
+    cells = read_export_cells(SAMPLE)
+    assert [c.index for c in cells.cells] == [2, 3]  # tag, then '#| export' first line
+    assert cells.parameters is not None and cells.parameters.index == 1
+    assert "#| export" not in cells.cells[1].source
+    assert cells.cells[1].source.lstrip().startswith("def scripted_reply")
+
+
+@pytest.mark.parametrize(
+    ("source", "what"),
+    [
+        ("!pip install requests", "a shell escape (!pip install requests)"),
+        ("%time build()", "an IPython line magic (%time build())"),
+        ("%%bash\necho hi", "an IPython cell magic (%%bash)"),  # first line: see below
+        ("files = !ls", "a shell escape (!ls)"),
+        ("len?", "IPython help syntax"),
+        ("get_ipython().system('ls')", "a shell escape (!ls)"),
+    ],
+)
+def test_refuses_ipython_syntax_naming_the_cell(tmp_path: Path, source: str, what: str) -> None:
+    cell_magic = source.startswith("%%")  # only a first line can be a cell magic
+    path = notebook(tmp_path, FACTORY, source if cell_magic else "x = 1\n" + source)
+    with pytest.raises(ExportError) as info:
+        read_export_cells(path)
+    message = str(info.value)
+    first = "%%bash" if cell_magic else "x = 1"
+    assert f"cell 2 (id c1): {first!r}" in message
+    assert what in message
+    assert "plain Python" in message
+
+
+def test_refuses_syntax_errors_and_top_level_await(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"cell 1 \(id c0\).*not valid Python \(line 1"):
+        read_export_cells(notebook(tmp_path, "def f(:\n  pass"))
+    with pytest.raises(ExportError, match=r"cell 1 .*top-level 'await'"):
+        read_export_cells(notebook(tmp_path, "await something()"))
+
+
+def test_untagged_magics_are_ignored_and_no_export_cells_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="no cells to export: tag the cells"):
+        read_export_cells(notebook(tmp_path, "%time 1", tag=False))
+
+
+# -- export refusals --------------------------------------------------------------
+
+
+def test_missing_factory_is_refused(tmp_path: Path) -> None:
+    path = notebook(tmp_path, "x = 1\n", "def helper():\n    agent = 1\n")
+    with pytest.raises(ExportError, match=r"define `def build_agent\(\) -> Agent:`"):
+        export_notebook(path, name="x", out=tmp_path / "out", validate=False)
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_module_level_agent_is_a_factory(tmp_path: Path) -> None:
+    path = notebook(tmp_path, "agent = object()\n")
+    out = export_notebook(path, name="objagent", out=tmp_path / "out", validate=False)
+    init = (out / "objagent" / "__init__.py").read_text()
+    assert "return module.agent\n" in init
+    assert json.loads((out / "objagent" / "export.json").read_text())["validation"] == {
+        "skipped": True
+    }
+
+
+def test_bad_package_name(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match=r"must be a Python package name.*'my_agent'"):
+        export_notebook(SAMPLE, name="my-agent", out=tmp_path, validate=False)
+
+
+def test_validation_needs_an_eval_notebook(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ExportError, match="pass eval_notebook=PATH"):
+        export_notebook(SAMPLE, name="capitals", out=tmp_path / "out")
+
+
+# -- files --------------------------------------------------------------------------
+
+
+def test_reexport_is_byte_identical_and_atomic(tmp_path: Path) -> None:
+    out = tmp_path / "exports"
+    kwargs: dict[str, Any] = dict(name="capitals", out=out, eval_notebook=EVAL, validator=passing)
+    first = export_notebook(SAMPLE, **kwargs)
+    before = hashes(first)
+    assert set(before) == {
+        "README.md",
+        "pyproject.toml",
+        "capitals/__init__.py",
+        "capitals/agent.py",
+        "capitals/app.py",
+        "capitals/config.json",
+        "capitals/export.json",
+        "tests/cases.jsonl",
+        "tests/test_agent.py",
+    }
+    (first / "stale.txt").write_text("from an older export")
+    second = export_notebook(SAMPLE, **kwargs)
+    assert second == first
+    assert hashes(second) == before  # stale file gone, every byte the same
+    assert sorted(p.name for p in out.iterdir()) == ["capitals"]  # no temp dirs left
+    agent_py = (first / "capitals" / "agent.py").read_text()
+    assert (
+        "# Parameters from " in agent_py and "capitals_agent.ipynb, cell 1 (id params)" in agent_py
+    )
+    assert "capitals_agent.ipynb, cell 3 (id factory)\ndef scripted_reply" in agent_py
+    config = json.loads((first / "capitals" / "config.json").read_text())
+    assert config == {
+        "factory": "build_agent",
+        "name": "capitals",
+        "parameters": {"model": "scripted"},
+    }
+
+
+def test_parameters_override_the_notebook(tmp_path: Path) -> None:
+    out = export_notebook(
+        SAMPLE, name="capitals", out=tmp_path, validate=False, parameters={"model": "local:smollm2"}
+    )
+    agent_py = (out / "capitals" / "agent.py").read_text()
+    assert "# Export parameters (override the notebook's)\nmodel = 'local:smollm2'\n" in agent_py
+    assert json.loads((out / "capitals" / "config.json").read_text())["parameters"] == {
+        "model": "local:smollm2"
+    }
+
+
+# -- validation gate (real papermill) --------------------------------------------
+
+
+def test_failing_gate_refuses_and_override_is_recorded(tmp_path: Path, workspace: Path) -> None:
+    calls: list[GateResult] = []
+
+    def once(eval_notebook: Path, parameters: Any, output_path: Path) -> GateResult:
+        if not calls:  # one real execution, reused for the override
+            calls.append(run_eval_notebook(eval_notebook, parameters, output_path))
+        return calls[0]
+
+    out = tmp_path / "exports"
+    params = {**EVAL_PARAMS, "gates": {"avg_steps": "<=1"}}  # each case takes 2 steps
+    kwargs: dict[str, Any] = dict(
+        name="capitals", out=out, eval_notebook=EVAL, eval_parameters=params, validator=once
+    )
+    with pytest.raises(ExportError) as info:
+        export_notebook(SAMPLE, **kwargs)
+    message = str(info.value)
+    assert "Not exported" in message and "avg_steps" in message
+    assert "--allow-failing-gates" in message
+    assert not (out / "capitals").exists()
+    assert calls[0].executed_path is not None and calls[0].executed_path.is_file()
+
+    target = export_notebook(SAMPLE, allow_failing_gates=True, **kwargs)
+    record = json.loads((target / "capitals" / "export.json").read_text())["validation"]
+    assert record["override"] is True and record["passed"] is False
+    assert len(record["gate_failures"]) == 1 and "avg_steps" in record["gate_failures"][0]
+    assert record["metrics"]["avg_steps"] == 2.0
+    assert record["metrics"]["task_completion_rate"] == 1.0
+    assert not any("latency" in k for k in record["metrics"])
+    assert record["parameters"]["gates"] == {"avg_steps": "<=1"}
+    tests = (target / "tests" / "test_agent.py").read_text()
+    assert 'GATES: dict[str, str] = {"avg_steps": "<=1"}' in tests
+
+
+# -- the HTTP app -----------------------------------------------------------------
+
+
+def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, data=body, headers={"content-type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _get(url: str) -> tuple[int, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, json.loads(response.read())
+
+
+def _capitals_agent(tmp_path: Path):
+    """The sample notebook's agent, built from its exported cells."""
+    namespace: dict[str, Any] = {"model": "scripted"}
+    for cell in read_export_cells(SAMPLE).cells:
+        exec(compile(cell.source, str(SAMPLE), "exec"), namespace)
+    return namespace["build_agent"]()
+
+
+def test_agent_app_runs_validates_and_reports_failures(tmp_path: Path) -> None:
+    app = create_agent_app(lambda: _capitals_agent(tmp_path))
+    with serve_in_thread(app) as base:
+        root = base.removesuffix("/v1")
+        assert _get(f"{root}/healthz") == (
+            200,
+            {"status": "ok", "agent": "capitals", "model": "scripted:capitals"},
+        )
+        status, body = _post(f"{base}/runs", b'{"input": "What is the capital of Kenya?"}')
+        assert status == 200
+        assert body["status"] == "completed" and body["output"] == "The capital is Nairobi."
+        assert body["steps"] == 2 and body["tools_called"] == ["capital"]
+        assert body["usage"]["requests"] == 2 and body["usage"]["total_tokens"] > 0
+        assert body["cost"] == 0.0 and body["latency_ms"] >= 0 and len(body["run_id"]) == 32
+
+        status, body = _post(f"{base}/runs", b"{not json")
+        assert status == 422 and "Invalid request" in body["error"]["message"]
+        status, body = _post(f"{base}/runs", b'{"question": "hi"}')
+        assert status == 422
+        assert "input: Field required" in body["error"]["message"]
+        assert '{"input": "your question"' in body["error"]["message"]
+
+        _, docs = _get(f"{root}/openapi.json")
+        assert "/v1/runs" in docs["paths"] and "/healthz" in docs["paths"]
+        with urllib.request.urlopen(f"{root}/docs", timeout=10) as response:
+            assert response.status == 200
+
+
+def test_a_failing_run_is_a_200_with_an_explanation(tmp_path: Path) -> None:
+    def broken(messages: Any, tools: Any) -> str:
+        raise RuntimeError("the model backend is down")
+
+    agent = ReActAgent(FunctionModel(broken), [], name="broken", trace=False, max_retries=0)
+    with serve_in_thread(create_agent_app(agent)) as base:
+        status, body = _post(f"{base}/runs", b'{"input": "hello", "metadata": {"k": "v"}}')
+    assert status == 200
+    assert body["status"] != "completed" and body["output"] is None
+    assert body["explanation"]
+
+
+# -- end to end: fresh venv, generated tests, uvicorn, HTTP ----------------------
+
+
+def _fresh_venv(path: Path) -> Path:
+    """A plain venv that sees the project venv's packages through a .pth file.
+
+    Offline, nothing can be downloaded, so agentlab and its dependencies come from
+    this interpreter's site-packages: ``--system-site-packages`` would expose the
+    *base* Python's packages, not the project venv's, so an ``import site;
+    site.addsitedir(...)`` line links them instead (it also runs the editable
+    install's .pth). The exported package itself is really installed by pip.
+    """
+    venv.EnvBuilder(with_pip=True).create(path)
+    python = path / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    lines = [f"import site; site.addsitedir({p!r})" for p in ours]
+    Path(purelib, "_agentlab_project_venv.pth").write_text("\n".join(lines) + "\n")
+    return python
+
+
+def _pip_install(python: Path, package: Path) -> None:
+    """``pip install --no-deps PACKAGE`` in the fresh venv (its dependencies are linked).
+
+    The package is built the way a user's pip builds it: in an isolated build
+    environment, which fetches setuptools from PyPI, unless this environment can
+    build wheels offline (``wheel`` installed), then with ``--no-build-isolation``.
+    """
+    offline = importlib.util.find_spec("wheel") is not None
+    flags = ["--no-build-isolation", "--no-index"] if offline else []
+    done = subprocess.run(
+        [python, "-m", "pip", "install", "--no-deps", "--quiet", *flags, str(package)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+class Server:
+    """``uvicorn NAME.app:app`` in a subprocess on 127.0.0.1, stopped by `stop`."""
+
+    def __init__(self, python: Path, module: str, cwd: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.log = cwd / f"uvicorn-{module}.log"
+        self._log = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [python, "-m", "uvicorn", f"{module}.app:app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--log-level", "warning"],
+            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def wait(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"uvicorn exited: {self.log.read_text()}")
+            try:
+                if _get(f"{self.url}/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"uvicorn did not answer within {timeout} s: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The sample notebook exported (validated for real) and pip-installed in a fresh venv."""
+    root = tmp_path_factory.mktemp("e2e")
+    env = {**os.environ, "AGENTLAB_WORKSPACE": str(root / "ws")}
+    old = os.environ.get("AGENTLAB_WORKSPACE")
+    os.environ["AGENTLAB_WORKSPACE"] = env["AGENTLAB_WORKSPACE"]
+    try:
+        started = time.perf_counter()
+        package = export_notebook(
+            SAMPLE, name="capitals", out=root / "exports", eval_notebook=EVAL,
+            eval_parameters=EVAL_PARAMS,
+        )  # fmt: skip
+        exported = time.perf_counter() - started
+    finally:
+        if old is None:
+            os.environ.pop("AGENTLAB_WORKSPACE", None)
+        else:
+            os.environ["AGENTLAB_WORKSPACE"] = old
+    python = _fresh_venv(root / "venv")
+    _pip_install(python, package)
+    yield {"root": root, "package": package, "python": python, "env": env, "export_s": exported}
+
+
+def test_e2e_generated_tests_pass_in_a_fresh_venv(installed: dict[str, Any]) -> None:
+    python, package = installed["python"], installed["package"]
+    where = subprocess.run(
+        [python, "-c", "import capitals, sys; print(capitals.__file__, sys.prefix)"],
+        cwd=installed["root"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert str(installed["root"] / "venv") in where and "site-packages/capitals" in where
+    done = subprocess.run(
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+        cwd=package, env=installed["env"], capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
+def test_e2e_served_over_http_with_uvicorn(installed: dict[str, Any]) -> None:
+    server = Server(installed["python"], "capitals", installed["root"], installed["env"])
+    try:
+        server.wait()
+        status, body = _post(f"{server.url}/v1/runs", b'{"input": "What is the capital of Peru?"}')
+        assert status == 200, body
+        assert body["status"] == "completed" and body["output"] == "The capital is Lima."
+        assert body["tools_called"] == ["capital"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.local_model
+def test_e2e_local_model_over_http(installed: dict[str, Any]) -> None:
+    """The same notebook exported with the local model, served, answering over HTTP."""
+    root = installed["root"]
+    package = export_notebook(
+        SAMPLE, name="capitals_local", out=root / "exports", validate=False,
+        parameters={"model": "local:smollm2"},
+    )  # fmt: skip
+    _pip_install(installed["python"], package)
+    server = Server(installed["python"], "capitals_local", root, installed["env"])
+    try:
+        server.wait(timeout=120)
+        status, body = _post(
+            f"{server.url}/v1/runs", b'{"input": "What is the capital of France?"}'
+        )
+        assert status == 200, body
+        assert body["status"] == "completed", body["explanation"]
+        assert "capital" in body["tools_called"]
+        assert "paris" in body["output"].lower()
+    finally:
+        server.stop()
