@@ -6,8 +6,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install lint bench clean
 
+# Cases of evals/support_agent.jsonl that the demo's evaluation and export run.
+DEMO_EVAL_CASES ?= 8
+
+# The offline demo: the support agent answers questions; then its eval notebook
+# runs under papermill and the validated notebook is exported to exports/.
 demo: $(STAMP)
 	$(BIN)/agentlab demo
+	$(BIN)/agentlab eval evals/eval_agent.ipynb -p limit=$(DEMO_EVAL_CASES)
+	$(BIN)/agentlab export notebooks/01_build_an_agent.ipynb --name support_agent \
+		-p limit=$(DEMO_EVAL_CASES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
