@@ -340,7 +340,8 @@ def eval_command(
         run = _execute_quietly if isolation == "thread" else _execute_in_subprocess
         with ThreadPoolExecutor(min(parallel, len(jobs))) as pool:
             outcomes = list(pool.map(run, jobs))
-    verdicts, metrics = [], []
+    verdicts: list[str] = []
+    metrics: list[dict[str, Any] | None] = []
     for outcome in outcomes:
         if isinstance(outcome, str):
             print(f"error: {outcome}", file=stderr)

@@ -83,16 +83,7 @@ class TraceWriter:
                 if self._buffered >= _FLUSH_BYTES:
                     self._flush_locked()
                 return
-            if self._fd < 0:
-                self._open()
-            try:
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    self._write_rest(data, written)
-                if self.fsync:
-                    os.fdatasync(self._fd)
-            except OSError as exc:
-                raise self._error(exc) from exc
+            self._write(data)
 
     def flush(self) -> None:
         """Write out buffered events (a no-op for a durable writer)."""
@@ -153,6 +144,10 @@ class TraceWriter:
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Append `data` with one ``write`` (the rest in a loop if it was short)."""
         if self._fd < 0:
             self._open()
         try:
