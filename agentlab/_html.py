@@ -200,7 +200,6 @@ def _ending(output: str | None, explanation: str | None) -> str:
 def run_html(run: Run) -> str:
     """A run so far: status, totals, each step, and the answer or explanation."""
     usage = run.usage
-    cost = run.result.cost if run.done else None
     summary = fields(
         {
             "status": status_html(run.status),
@@ -208,7 +207,7 @@ def run_html(run: Run) -> str:
             "agent / model": esc(f"{run.agent.name} / {run.agent.model.name}"),
             "steps": esc(len(run.steps)),
             "tokens": esc(f"{usage.input_tokens} in / {usage.output_tokens} out"),
-            **({"cost": esc(cost_text(cost))} if run.done else {}),
+            "cost": esc(cost_text(run.cost)),
         }
     )
     steps = table(_STEP_HEADERS, (_step_row(s) for s in run.steps)) if run.steps else ""

@@ -106,6 +106,11 @@ class Run:
         )
 
     @property
+    def cost(self) -> float | None:
+        """US dollars so far; ``None`` when a model's price is unknown."""
+        return self._cost
+
+    @property
     def result(self) -> RunResult:
         """The result; only available once the run is done."""
         if not self.done:
