@@ -66,8 +66,9 @@ def eval_(
 ) -> None:
     """Execute an eval notebook with papermill per parameter set, compare the runs,
     and exit 1 when a gate fails."""
-    from agentlab.evals.notebook import eval_command
+    from agentlab.evals.notebook import eval_command, skip_iri_format_checker
 
+    skip_iri_format_checker()
     raise typer.Exit(
         eval_command(
             notebook, param or [], grid or [], parallel=parallel, out_dir=out, workspace=workspace
@@ -93,8 +94,11 @@ def export(
     ] = False,
 ) -> None:
     """Export a validated notebook as an installable agent package with an HTTP app."""
+    from agentlab.evals.notebook import skip_iri_format_checker
     from agentlab.evals.notebook_params import parameter_sets
     from agentlab.export import export_notebook
+
+    skip_iri_format_checker()
 
     (parameters,) = parameter_sets(param or [], [])
     path = export_notebook(

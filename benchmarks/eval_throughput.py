@@ -4,8 +4,8 @@ Scripted cases: the eval notebook runs with ``model="scripted:echo"`` (answers e
 case at once with its input; see :mod:`agentlab.evals.scripted`) over generated
 JSONL datasets of trivial cases. Measures
 
-* ``cases_per_s``: 1,000 cases in one notebook execution, end to end (kernel
-  start, imports, evaluation, report, result read back);
+* ``cases_per_s``: 1,000 cases in one notebook execution, end to end (papermill
+  import, kernel start, imports, evaluation, report, result read back);
 * ``parallel2_speedup``: 10,000 cases split into two datasets run as a grid,
   ``--parallel 1`` time divided by ``--parallel 2`` time (runs driven from threads,
   the default; ``parallel2_speedup_process_isolation`` drives each from its own
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentlab.evals.notebook import eval_command
+from agentlab.evals.notebook import eval_command, skip_iri_format_checker
 from agentlab.tracing import TraceStore
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "evals" / "eval_agent.ipynb"
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--split-cases", type=int, default=10000)
     args = parser.parse_args()
+    skip_iri_format_checker()  # as the `agentlab eval` command does
     with tempfile.TemporaryDirectory(prefix="agentlab-eval-bench-") as tmp:
         root = Path(tmp)
         one = write_cases(root / "one.jsonl", 0, args.cases)

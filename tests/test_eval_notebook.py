@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,8 @@ def test_execute_reads_the_metrics_back(tmp_path):
     assert len(bundles) == 1
     (eval_id,) = TraceStore(ws).sql("SELECT eval_id FROM eval_runs")[0]
     assert eval_id == result.result["eval_id"]
+    assert "results" not in result.result  # per-case rows stay in the store:
+    assert len(TraceStore(ws).sql(result.result["results_query"])) == 3
 
 
 @pytest.mark.timeout(120)
@@ -220,3 +224,22 @@ def test_process_isolation_runs_each_execution_in_its_own_process(tmp_path):
     assert len(list((ws / "evals" / "runs").glob("*.ipynb"))) == 2
     assert TraceStore(ws).sql("SELECT count(*) FROM eval_runs")[0][0] == 2
     assert _run(NOTEBOOK, [], [], workspace=ws, isolation="fork")[0] == 2
+
+
+def test_the_command_processes_import_papermill_without_the_iri_parser():
+    code = (
+        "import sys\n"
+        "from agentlab.evals.notebook import skip_iri_format_checker\n"
+        "skip_iri_format_checker()\n"
+        "import nbformat, papermill\n"
+        "nbformat.validate(nbformat.read(sys.argv[1], as_version=4))\n"
+        "print(sys.modules.get('rfc3987_syntax'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(NOTEBOOK)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() == "None"  # marked absent, and notebooks still validate

@@ -355,6 +355,20 @@ def test_report_table_and_dict():
     assert data["metrics"]["task_completion_rate"] == 0.5
     assert [r["case_id"] for r in data["results"]] == ["order-status", "refund"]
     assert report._repr_html_().startswith("<pre>")
+    assert "results" not in report.to_dict(results=False)
+
+
+def test_a_long_report_lists_failed_cases_first_and_says_where_the_rest_are():
+    report = _report([_row(f"ok-{i}", True) for i in range(60)] + [_row("bad", False)])
+    table = report.table(max_rows=5)
+    listed = [line.split()[0] for line in table.splitlines()[2:7]]
+    assert listed == ["ok-0", "ok-1", "ok-2", "ok-3", "bad"]  # dataset order, the failure kept
+    assert (
+        "... 56 more cases (all of them: SELECT * FROM eval_results WHERE eval_id = 'eee" in table
+    )
+    assert "ok-59" in str(report) and "more cases" not in str(report)
+    html = report._repr_html_()  # the notebook view stops at HTML_MAX_ROWS
+    assert "ok-48 " in html and "ok-49 " not in html and "bad " in html and "11 more" in html
 
 
 def test_eval_events_round_trip():

@@ -102,4 +102,4 @@ def test_eval_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
     assert len(results) == 1, "an eval notebook displays exactly one result bundle"
     result = results[0]
     assert result["metrics"]["cases"] >= 15 and result["model"] == "scripted:schema"
-    assert {"gates", "gate_failures", "parameters", "results"} <= result.keys()
+    assert {"gates", "gate_failures", "parameters", "results_query"} <= result.keys()

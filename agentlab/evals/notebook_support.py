@@ -144,9 +144,16 @@ def eval_bundle(
     failures: list[GateFailure],
     parameters: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The MIME bundle the eval notebook displays last; the caller reads it back."""
+    """The MIME bundle the eval notebook displays last; the caller reads it back.
+
+    It carries the metrics and gate verdicts, not the per-case rows: those are in
+    the trace store (``results_query`` selects them), and copying thousands of
+    them through the kernel and into the executed notebook costs more than the
+    evaluation of cheap cases.
+    """
     payload = {
-        **report.to_dict(),
+        **report.to_dict(results=False),
+        "results_query": f"SELECT * FROM eval_results WHERE eval_id = '{report.eval_id}'",
         "gates": dict(gates),
         "gate_failures": [str(f) for f in failures],
         "parameters": json.loads(json.dumps(dict(parameters), default=str)),

@@ -17,8 +17,9 @@ from agentlab.errors import AgentlabError
 
 def main(job_path: str, result_path: str) -> None:
     """Run the job in `job_path` and write its outcome to `result_path`."""
-    from agentlab.evals.notebook import execute_eval_notebook
+    from agentlab.evals.notebook import execute_eval_notebook, skip_iri_format_checker
 
+    skip_iri_format_checker()
     job = json.loads(Path(job_path).read_text(encoding="utf-8"))
     try:
         run = execute_eval_notebook(

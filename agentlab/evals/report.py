@@ -24,6 +24,8 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "==": operator.eq,
 }
+HTML_MAX_ROWS = 50
+"""Cases listed in a report's notebook view (failed ones first); the rest are in the store."""
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
@@ -54,9 +56,9 @@ class EvalReport:
     results: list[CaseResult]
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole report as a JSON-able dict."""
-        return {
+    def to_dict(self, *, results: bool = True) -> dict[str, Any]:
+        """The report as a JSON-able dict (without the per-case rows if not `results`)."""
+        data: dict[str, Any] = {
             "eval_id": self.eval_id,
             "name": self.name,
             "dataset": self.dataset,
@@ -64,8 +66,10 @@ class EvalReport:
             "model": self.model,
             "metadata": self.metadata,
             "metrics": self.metrics.to_dict(),
-            "results": [r.to_dict() for r in self.results],
         }
+        if results:
+            data["results"] = [r.to_dict() for r in self.results]
+        return data
 
     def check_gates(self, gates: Mapping[str, str]) -> list[GateFailure]:
         """The gates that fail, e.g. ``{"task_completion_rate": ">=0.6"}``; [] if all hold.
@@ -98,7 +102,21 @@ class EvalReport:
         return failures
 
     def __str__(self) -> str:
+        return self.table()
+
+    def table(self, max_rows: int | None = None) -> str:
+        """The per-case table and the metrics as text.
+
+        With `max_rows`, at most that many cases are listed (failed cases first,
+        in dataset order) and a last line says how to query the rest from the
+        trace store.
+        """
         m = self.metrics
+        shown = self.results
+        if max_rows is not None and len(shown) > max_rows:
+            failed = [r for r in shown if not r.passed]
+            keep = {id(r) for r in (failed + [r for r in shown if r.passed])[:max_rows]}
+            shown = [r for r in shown if id(r) in keep]
         header = ("case", "status", "pass", "score", "steps", "calls m/e/ok", "ms", "explanation")
         rows = [
             (
@@ -111,7 +129,7 @@ class EvalReport:
                 f"{r.latency_ms:.0f}",
                 _clip(r.explanation, 60),
             )
-            for r in self.results
+            for r in shown
         ]
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
         lines = [
@@ -121,6 +139,7 @@ class EvalReport:
                 "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                 for row in (header, *rows)
             ),
+            *_more_line(len(self.results) - len(shown), self.eval_id),
             "",
             f"task_completion_rate {m.task_completion_rate:.2f} ({m.passed}/{m.cases})  "
             f"avg_steps {m.avg_steps:.2f}  tool_precision {m.tool_precision:.2f}  "
@@ -135,7 +154,14 @@ class EvalReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(str(self))}</pre>"
+        return f"<pre>{html.escape(self.table(max_rows=HTML_MAX_ROWS))}</pre>"
+
+
+def _more_line(hidden: int, eval_id: str) -> list[str]:
+    if not hidden:
+        return []
+    query = f"SELECT * FROM eval_results WHERE eval_id = '{eval_id}'"
+    return [f"... {hidden} more cases (all of them: {query})"]
 
 
 def _clip(text: str, limit: int) -> str:
