@@ -39,6 +39,10 @@ _EXPORTS: dict[str, str] = {
     "Price": "agentlab.usage",
     "PriceTable": "agentlab.usage",
     "Usage": "agentlab.usage",
+    # memory
+    "Memory": "agentlab.memory",
+    "WorkingMemory": "agentlab.memory",
+    "current_run": "agentlab.agents.current",
     # tracing
     "TraceStore": "agentlab.tracing",
     # errors
@@ -72,6 +76,9 @@ __all__ = [  # noqa: RUF022 - grouped as above, not sorted
     "Price",
     "PriceTable",
     "Usage",
+    "Memory",
+    "WorkingMemory",
+    "current_run",
     "TraceStore",
     "AgentlabError",
     "ModelError",

@@ -71,3 +71,8 @@ class ToolRetry(AgentlabError):
 
 class TraceStoreError(AgentlabError):
     """The trace store could not be opened, migrated or queried."""
+
+
+class MemoryStoreError(AgentlabError):
+    """A memory store (short-term key-value or long-term vector) failed: it could
+    not be opened or reached, or a stored value does not match the requested type."""

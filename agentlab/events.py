@@ -2,7 +2,8 @@
 
 Events are the unit of durability: the trace writer appends each one to disk as
 soon as it happens, and the trace store ingests them into DuckDB tables
-(``runs``, ``model_calls``, ``tool_calls``; evaluations add ``eval_runs`` and
+(``runs``, ``model_calls``, ``tool_calls``; memory adds ``context_windows``,
+``memory_retrievals`` and ``memory_ops``; evaluations add ``eval_runs`` and
 ``eval_results``).
 
 Events are plain dataclasses, validated and serialized by pydantic: the run loop
@@ -22,9 +23,13 @@ from pydantic_core import SchemaSerializer
 from agentlab.messages import AssistantMessage, Message
 
 __all__ = [
+    "EVENT_KINDS",
+    "ContextWindowEvent",
     "EvalCaseResult",
     "EvalRunSummary",
     "Event",
+    "MemoryOpEvent",
+    "MemoryRetrievalEvent",
     "ModelCallEvent",
     "RunFinished",
     "RunStarted",
@@ -37,6 +42,7 @@ __all__ = [
 
 RunStatus = Literal["running", "completed", "failed", "max_steps", "interrupted"]
 ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout"]
+CacheOutcome = Literal["hit", "miss"]
 _CONFIG = ConfigDict(extra="forbid")
 
 
@@ -53,6 +59,8 @@ class RunStarted:
     input: str
     started_at: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    session: str | None = None
+    user: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -86,7 +94,10 @@ class ModelCallEvent:
 
 @dataclass(slots=True, kw_only=True)
 class ToolCallEvent:
-    """One tool call of step `step`; `arguments` is the model's raw JSON text."""
+    """One tool call of step `step`; `arguments` is the model's raw JSON text.
+
+    For a cacheable tool, `cache` says whether the result came from the cache.
+    """
 
     __pydantic_config__ = _CONFIG
 
@@ -101,6 +112,9 @@ class ToolCallEvent:
     error: str | None = None
     latency_ms: float
     started_at: float
+    cache: CacheOutcome | None = None  # None: the tool is not cacheable
+    saved_cost: float | None = None  # a hit: the tool's cost per call, not spent
+    saved_latency_ms: float | None = None  # a hit: the original call's latency
 
 
 @dataclass(slots=True, kw_only=True)
@@ -120,6 +134,74 @@ class RunFinished:
     cost: float | None = None
     latency_ms: float
     ended_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class ContextWindowEvent:
+    """What working memory sent the model at step `step` (indices into the run's
+    conversation), what it left out, and the summary call it made, if any."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["context_window"] = "context_window"
+    id: str
+    run_id: str
+    step: int
+    budget: int
+    tokens: int
+    counter: str
+    kept: list[int]
+    dropped: list[int]
+    summarized: list[int]
+    summary: str | None = None
+    pinned: list[str] = field(default_factory=list)
+    memories: list[str] = field(default_factory=list)
+    summary_input_tokens: int = 0
+    summary_output_tokens: int = 0
+    summary_cost: float | None = 0.0
+    started_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class MemoryRetrievalEvent:
+    """A search of long-term memory: the query, filters, every hit with its score,
+    and the ids that entered the context (`source`: ``auto`` or the ``recall`` tool)."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["memory_retrieval"] = "memory_retrieval"
+    id: str
+    run_id: str
+    step: int
+    source: Literal["auto", "tool"]
+    mode: str
+    query: str
+    filters: dict[str, Any] = field(default_factory=dict)
+    k: int
+    hits: list[dict[str, Any]]
+    entered: list[str]
+    latency_ms: float
+    started_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class MemoryOpEvent:
+    """A short-term key read, written or deleted, or a long-term memory written."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["memory_op"] = "memory_op"
+    id: str
+    run_id: str
+    step: int
+    tier: Literal["short_term", "long_term"]
+    op: str  # get | set | delete | add
+    namespace: str
+    key: str  # the short-term key, or the long-term memory's id
+    hit: bool | None = None
+    ttl: float | None = None
+    detail: str | None = None  # a long-term write: its text
+    started_at: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -170,9 +252,29 @@ class EvalRunSummary:
 
 
 Event = Annotated[
-    RunStarted | ModelCallEvent | ToolCallEvent | RunFinished | EvalCaseResult | EvalRunSummary,
+    RunStarted
+    | ModelCallEvent
+    | ToolCallEvent
+    | RunFinished
+    | ContextWindowEvent
+    | MemoryRetrievalEvent
+    | MemoryOpEvent
+    | EvalCaseResult
+    | EvalRunSummary,
     Field(discriminator="kind"),
 ]
+EVENT_KINDS: tuple[str, ...] = (
+    "run_started",
+    "model_call",
+    "tool_call",
+    "run_finished",
+    "context_window",
+    "memory_retrieval",
+    "memory_op",
+    "eval_case_result",
+    "eval_run",
+)
+"""The `kind` of every event type (the trace store ignores lines of other kinds)."""
 _SERIALIZERS: dict[type, SchemaSerializer] = {}
 
 

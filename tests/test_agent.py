@@ -4,6 +4,7 @@ import asyncio
 import time
 
 import pytest
+from _recorder import Recorder
 
 from agentlab.agents import ReActAgent
 from agentlab.errors import ToolRetry, UnexpectedModelOutputError, UserError
@@ -12,19 +13,6 @@ from agentlab.messages import AssistantMessage, ToolCall, ToolMessage
 from agentlab.models import FunctionModel, SchemaModel
 from agentlab.tools import tool
 from agentlab.usage import Price, PriceTable
-
-
-class Recorder:
-    """A tracer that keeps events in memory."""
-
-    def __init__(self):
-        self.events = []
-
-    def emit(self, event):
-        self.events.append(event)
-
-    def of(self, kind):
-        return [e for e in self.events if isinstance(e, kind)]
 
 
 @tool

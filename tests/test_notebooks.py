@@ -64,6 +64,13 @@ def test_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
         assert "ReActAgent" in html and "completed" in html
         widgets = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
         assert len(widgets) == 2  # the two inspectors
+    if path.name == "02_memory.ipynb":
+        html = "\n".join(d.get("text/html", "") for d in data)
+        assert "Refunds are paid within 5 working days" in html  # found by meaning
+        assert all(mode in html for mode in ("semantic", "fulltext", "hybrid"))
+        assert "(expired)" in "\n".join("".join(o.get("text", "")) for o in outputs(nb))
+        widgets = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
+        assert len(widgets) == 1  # the memory inspector
 
 
 @pytest.mark.local_model

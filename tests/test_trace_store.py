@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 import pytest
 
 from agentlab.errors import TraceStoreError
-from agentlab.events import ModelCallEvent, RunFinished, RunStarted, ToolCallEvent, dump_event
+from agentlab.events import (
+    ContextWindowEvent,
+    MemoryOpEvent,
+    MemoryRetrievalEvent,
+    ModelCallEvent,
+    RunFinished,
+    RunStarted,
+    ToolCallEvent,
+    dump_event,
+)
 from agentlab.messages import AssistantMessage, ToolCall, UserMessage, dump_messages
 from agentlab.tracing import TraceStore, TraceWriter, close_writers, get_writer
 from agentlab.tracing import ingest as ingest_module
@@ -134,6 +143,9 @@ def test_round_trip_of_every_event_kind(tmp_path):
         "bad JSON",
         0.5,
         utc(T0 + 2),
+        None,  # not cacheable: no cache outcome, nothing saved
+        None,
+        None,
     )
 
     writer.emit(run_finished())
@@ -144,6 +156,98 @@ def test_round_trip_of_every_event_kind(tmp_path):
     assert (run["steps"], run["input_tokens"], run["output_tokens"]) == (1, 120, 30)
     assert (run["cost"], run["latency_ms"], run["ended_at"]) == (0.0025, 3000.0, utc(T0 + 3))
     assert run["agent"] == "adder"  # the finish does not erase the start
+
+
+def test_round_trip_of_memory_events_sessions_and_cache_outcomes(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    started = run_started()
+    started.session, started.user = "s-9", "ann"
+    cached = tool_call()
+    cached.status, cached.cache, cached.saved_cost, cached.saved_latency_ms = (
+        "ok",
+        "hit",
+        0.01,
+        40.0,
+    )
+    hits = [{"id": "m1", "text": "likes DHL", "score": 0.82, "kind": "preference"}]
+    for event in (
+        started,
+        ContextWindowEvent(
+            id="r1-1",
+            run_id="r1",
+            step=1,
+            budget=500,
+            tokens=420,
+            counter="estimate",
+            kept=[0, 1, 4, 5],
+            dropped=[2],
+            summarized=[3],
+            summary="asked about O-1",
+            pinned=["be brief"],
+            memories=["m1"],
+            summary_input_tokens=50,
+            summary_output_tokens=9,
+            summary_cost=0.0,
+            started_at=T0 + 1,
+        ),
+        MemoryRetrievalEvent(
+            id="r1-1-r1",
+            run_id="r1",
+            step=1,
+            source="auto",
+            mode="hybrid",
+            query="carrier?",
+            filters={"user": "ann"},
+            k=3,
+            hits=hits,
+            entered=["m1"],
+            latency_ms=4.5,
+            started_at=T0 + 1,
+        ),
+        MemoryOpEvent(
+            id="r1-1-o1",
+            run_id="r1",
+            step=1,
+            tier="short_term",
+            op="set",
+            namespace="adder/s-9",
+            key="cart",
+            ttl=60.0,
+            started_at=T0 + 2,
+        ),
+        cached,
+    ):
+        writer.emit(event)
+    assert store.sql("SELECT session, user_id FROM runs") == [("s-9", "ann")]
+    assert store.sql("SELECT cache, saved_cost, saved_latency_ms FROM tool_calls") == [
+        ("hit", 0.01, 40.0)
+    ]
+    [window] = store.sql(
+        "SELECT budget, tokens, kept, dropped, summarized, summary, pinned, memories, "
+        "summary_input_tokens, started_at FROM context_windows"
+    )
+    assert window == (
+        500,
+        420,
+        [0, 1, 4, 5],
+        [2],
+        [3],
+        "asked about O-1",
+        ["be brief"],
+        ["m1"],
+        50,
+        utc(T0 + 1),
+    )
+    [retrieval] = store.sql(
+        "SELECT source, mode, query, filters, hits, entered FROM memory_retrievals"
+    )
+    assert retrieval[:3] == ("auto", "hybrid", "carrier?")
+    assert json.loads(retrieval[3]) == {"user": "ann"} and json.loads(retrieval[4]) == hits
+    assert retrieval[5] == ["m1"]
+    assert store.sql("SELECT tier, op, namespace, key, hit, ttl FROM memory_ops") == [
+        ("short_term", "set", "adder/s-9", "cart", None, 60.0)
+    ]
 
 
 def test_finish_ingested_before_start_still_makes_one_run(tmp_path):

@@ -3,9 +3,10 @@ until a run starts."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from agentlab._sync import run_sync
 from agentlab.agents.records import RunResult
@@ -15,6 +16,12 @@ from agentlab.messages import Message
 from agentlab.models import Model, ModelSettings, infer_model
 from agentlab.tools import Tool
 from agentlab.usage import PriceTable
+from agentlab.workspace import resolve_workspace
+
+if TYPE_CHECKING:
+    from agentlab.memory.agent_memory import Memory
+    from agentlab.memory.short_term import ShortTermStore
+    from agentlab.memory.tokens import TokenCounter
 
 __all__ = ["Agent", "TraceTarget"]
 
@@ -40,6 +47,14 @@ def _resolve_tracer(trace: TraceTarget) -> Tracer | None:
     )
 
 
+@functools.cache
+def _workspace_store(workspace: Path) -> ShortTermStore:
+    """One embedded short-term store per workspace and process, for tool caches."""
+    from agentlab.memory.short_term import EmbeddedStore
+
+    return EmbeddedStore.in_workspace(workspace)
+
+
 class Agent:
     """Base of every agent pattern; subclasses decide the opening messages.
 
@@ -55,6 +70,10 @@ class Agent:
         prices: the price table for cost; defaults to the built-in prices.
         trace: where to record runs: True (the default workspace), False, a
             workspace path, a TraceStore, or any object with ``emit(event)``.
+        memory: the agent's memory tiers (:class:`~agentlab.memory.Memory`):
+            working memory, short-term and long-term stores, recall. Tools marked
+            ``cache_ttl`` use the short-term store (the workspace's embedded one
+            when none is given).
     """
 
     default_instructions = "You are a helpful assistant."
@@ -71,13 +90,19 @@ class Agent:
         settings: ModelSettings | None = None,
         prices: PriceTable | None = None,
         trace: TraceTarget = True,
+        memory: Memory | None = None,
     ) -> None:
         if max_steps < 1:
             raise UserError(f"max_steps must be at least 1 (got {max_steps}).")
         if max_retries < 0:
             raise UserError(f"max_retries must be 0 or more (got {max_retries}).")
         self.model = infer_model(model)
+        self.memory = memory
         self.tools = [t if isinstance(t, Tool) else Tool(t) for t in tools]
+        if memory is not None:
+            from agentlab.memory.tools import memory_tools
+
+            self.tools += memory_tools(memory)
         self.tools_by_name = {t.name: t for t in self.tools}
         if len(self.tools_by_name) != len(self.tools):
             names = [t.name for t in self.tools]
@@ -97,6 +122,9 @@ class Agent:
         self.trace = trace
         self._tracer: Tracer | None = None
         self._tracer_resolved = False
+        self.cacheable_tools = [t.name for t in self.tools if t.cache_ttl is not None]
+        self._tool_cache_store: ShortTermStore | None = None
+        self._token_counter: TokenCounter | None = None
 
     def opening_messages(self, input: str) -> list[Message]:
         """The conversation a run starts from."""
@@ -110,17 +138,69 @@ class Agent:
             self._tracer_resolved = True
         return self._tracer
 
-    def start(self, input: str, *, metadata: dict[str, Any] | None = None) -> Run:
-        """Start a run without taking a step (advance it with ``step``)."""
-        return Run(self, input, self.opening_messages(input), self.tracer, metadata)
+    @property
+    def tool_cache_store(self) -> ShortTermStore | None:
+        """Where cacheable tools keep results: the memory's short-term store, else the
+        workspace's embedded one (opened on first use); None without cacheable tools."""
+        if self.memory is not None and self.memory.short_term is not None:
+            return self.memory.short_term
+        if not self.cacheable_tools:
+            return None
+        if self._tool_cache_store is None:
+            self._tool_cache_store = _workspace_store(resolve_workspace())
+        return self._tool_cache_store
 
-    async def run(self, input: str, *, metadata: dict[str, Any] | None = None) -> RunResult:
+    @property
+    def token_counter(self) -> TokenCounter:
+        """How working memory counts tokens for this agent's model."""
+        if self._token_counter is None:
+            self._token_counter = self.model.token_counter()
+        return self._token_counter
+
+    def start(
+        self,
+        input: str,
+        *,
+        session: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Run:
+        """Start a run without taking a step (advance it with ``step``).
+
+        `session` scopes short-term memory and the tool cache (default: this run
+        only); `user` filters long-term recall and labels what is remembered.
+        """
+        return Run(
+            self,
+            input,
+            self.opening_messages(input),
+            self.tracer,
+            metadata,
+            session=session,
+            user=user,
+        )
+
+    async def run(
+        self,
+        input: str,
+        *,
+        session: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunResult:
         """Run until a final answer, the step limit or an unrecoverable error."""
-        return await self.start(input, metadata=metadata).finish()
+        return await self.start(input, session=session, user=user, metadata=metadata).finish()
 
-    def run_sync(self, input: str, *, metadata: dict[str, Any] | None = None) -> RunResult:
+    def run_sync(
+        self,
+        input: str,
+        *,
+        session: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RunResult:
         """:meth:`run` for synchronous code; also works inside a notebook cell."""
-        return run_sync(self.run(input, metadata=metadata))
+        return run_sync(self.run(input, session=session, user=user, metadata=metadata))
 
     def __repr__(self) -> str:
         return (

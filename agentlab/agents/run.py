@@ -4,16 +4,19 @@ tool calls it asks for. A run can be advanced step by step and inspected."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import ValidationError
 
 from agentlab._sync import run_sync
+from agentlab.agents.current import _current
 from agentlab.agents.explain import explanation
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
 from agentlab.errors import (
+    MemoryStoreError,
     ModelAuthError,
     ModelError,
     ModelRequestsBlockedError,
@@ -31,14 +34,19 @@ from agentlab.events import (
     ToolCallEvent,
     ToolCallStatus,
 )
+from agentlab.memory.working import ContextOverflowError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage
 from agentlab.tools import Tool, format_validation_error, serialize_result
 from agentlab.usage import Usage
 
 if TYPE_CHECKING:
     from agentlab.agents.agent import Agent
+    from agentlab.agents.run_memory import RunMemory
+    from agentlab.memory.short_term import SessionMemory
 
 __all__ = ["Run", "Tracer"]
+
+log = logging.getLogger("agentlab.run")
 
 
 class Tracer(Protocol):
@@ -52,6 +60,8 @@ class Run:
 
     Advance it with :meth:`step` (or :meth:`step_sync` in a notebook) and look at
     :attr:`steps` and :attr:`messages` in between, or call :meth:`finish`.
+    `messages` is the whole conversation; with working memory, what the model is
+    sent at each step is chosen from it (and recorded in the trace).
     """
 
     def __init__(
@@ -61,11 +71,17 @@ class Run:
         messages: list[Message],
         tracer: Tracer | None,
         metadata: dict[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        user: str | None = None,
     ) -> None:
         self.id = os.urandom(16).hex()
         self.agent = agent
         self.input = input
         self.messages = messages
+        self.session = session or self.id
+        self.user = user
+        self.current_step = 0  # the step being taken (memory events carry it)
         self.steps: list[Step] = []
         self.status: RunStatus = "running"
         self.output: str | None = None
@@ -88,8 +104,16 @@ class Run:
                     input=input,
                     started_at=time.time(),
                     metadata=metadata or {},
+                    session=session,
+                    user=user,
                 )
             )
+        self.memory: RunMemory | None = None
+        """This run's memory state (recall, remember, the tool cache); None without memory."""
+        if agent.memory is not None or agent.cacheable_tools:
+            from agentlab.agents.run_memory import RunMemory
+
+            self.memory = RunMemory(self, agent.memory, agent.tool_cache_store)
 
     # -- public API -----------------------------------------------------------------
 
@@ -109,6 +133,33 @@ class Run:
     def cost(self) -> float | None:
         """US dollars so far; ``None`` when a model's price is unknown."""
         return self._cost
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """Where this run's events go (None: not traced)."""
+        return self._tracer
+
+    @property
+    def short_term(self) -> SessionMemory:
+        """The session's short-term memory (namespaced by agent and session; every
+        access is traced). Tools reach it with ``current_run().short_term``."""
+        session = self.memory.session_memory if self.memory is not None else None
+        if session is None:
+            raise UserError(
+                f"agent {self.agent.name!r} has no short-term memory; give it one with "
+                "Agent(..., memory=Memory(short_term=EmbeddedStore.in_workspace()))"
+            )
+        return session
+
+    def account(self, usage: Usage, model_name: str) -> float | None:
+        """Add a model request made for this run (a step or a summary) to its usage
+        and cost; return that request's cost (None: the model's price is unknown)."""
+        price = self.agent.prices.price(model_name)
+        cost = None if price is None else price.cost(usage)
+        self._input_tokens += usage.input_tokens
+        self._output_tokens += usage.output_tokens
+        self._cost = None if cost is None or self._cost is None else self._cost + cost
+        return cost
 
     @property
     def result(self) -> RunResult:
@@ -135,14 +186,21 @@ class Run:
         """Run one step: call the model, then the tools it asked for."""
         if self.status != "running":
             raise UserError(f"Run {self.id} already finished ({self.status}); start a new run.")
+        step = await self._take_step(len(self.steps) + 1)
+        if self.done:
+            await self._finished()
+        return step
+
+    async def _take_step(self, index: int) -> Step:
         agent = self.agent
-        index = len(self.steps) + 1
+        self.current_step = index
         t0 = time.perf_counter()
         started_at = self._epoch + t0
         try:
-            response = await agent.model.request(
-                self.messages, agent.tool_definitions, agent.settings
-            )
+            context = self.messages if self.memory is None else await self.memory.context()
+            response = await agent.model.request(context, agent.tool_definitions, agent.settings)
+        except ContextOverflowError as exc:
+            return self._context_overflow(index, exc, started_at, t0)
         except ModelError as exc:
             return self._model_failed(index, exc, started_at, t0)
         except Exception as exc:  # a provider bug must still end in an explanation
@@ -150,11 +208,7 @@ class Run:
             return self._model_failed(index, error, started_at, t0)
         latency_ms = (time.perf_counter() - t0) * 1000
         usage = response.usage
-        price = agent.prices.price(response.model_name)
-        cost = None if price is None else price.cost(usage)
-        self._input_tokens += usage.input_tokens
-        self._output_tokens += usage.output_tokens
-        self._cost = None if cost is None or self._cost is None else self._cost + cost
+        cost = self.account(usage, response.model_name)
         reply = response.message
         step = Step(index, reply, usage, cost, latency_ms, [])
         self.steps.append(step)
@@ -249,6 +303,25 @@ class Run:
         )
         self._sent = context + (reply is not None)
 
+    def _context_overflow(
+        self, index: int, exc: ContextOverflowError, started_at: float, t0: float
+    ) -> Step:
+        """The step's required context does not fit: record it and end the run."""
+        step = Step(index, None, Usage(), 0.0, (time.perf_counter() - t0) * 1000, error=str(exc))
+        self.steps.append(step)
+        self._emit_model_call(step, started_at, reply=None, error=f"not sent: {exc}")
+        self._finish(
+            "failed",
+            explanation=explanation(
+                f"step {index} could not be sent to the model: {exc}.",
+                self.steps,
+                "Raise WorkingMemory(max_tokens=...) if the model's context allows it; "
+                "otherwise shorten the system prompt or pinned notes, send fewer tools, "
+                "or make the tool that returned the long result return less.",
+            ),
+        )
+        return step
+
     def _model_failed(
         self,
         index: int,
@@ -307,6 +380,8 @@ class Run:
         tool = agent.tools_by_name.get(call.name)
         status: ToolCallStatus = "ok"
         error: str | None = None
+        cache: Literal["hit", "miss"] | None = None
+        saved_cost = saved_latency_ms = None
         if tool is None:
             status = "unknown_tool"
             content = (
@@ -320,13 +395,18 @@ class Run:
             except ValidationError as exc:
                 status, content = "invalid_arguments", format_validation_error(tool.name, exc)
             else:
-                if tool.timeout is None and not tool.is_async:  # fast path: call inline
-                    try:
-                        content = serialize_result(tool.function(**args.__dict__))
-                    except Exception as exc:
-                        status, content = _tool_error(tool, exc)
+                memory = self.memory if tool.cache_ttl is not None else None
+                hit = memory.cached(tool, args) if memory is not None else None
+                if hit is not None:
+                    cache, content = "hit", str(hit["result"])
+                    saved_cost, saved_latency_ms = tool.cost, hit.get("latency_ms")
                 else:
-                    status, content = await _invoke(tool, args)
+                    status, content = await self._invoke(tool, args)
+                    if memory is not None:
+                        cache = "miss"
+                        if status == "ok":
+                            elapsed_ms = (time.perf_counter() - t0) * 1000
+                            memory.cache(tool, args, content, elapsed_ms)
         if status != "ok":
             error = content
         latency_ms = (time.perf_counter() - t0) * 1000
@@ -358,6 +438,9 @@ class Run:
                     error=error,
                     latency_ms=latency_ms,
                     started_at=started_at,
+                    cache=cache,
+                    saved_cost=saved_cost,
+                    saved_latency_ms=saved_latency_ms,
                 )
             )
         if status == "ok":
@@ -379,20 +462,48 @@ class Run:
                 ),
             )
 
+    async def _invoke(self, tool: Tool, args: Any) -> tuple[ToolCallStatus, str]:
+        """Call a tool with `args`; inside, :func:`current_run` is this run."""
+        token = _current.set(self)
+        try:
+            if tool.timeout is None and not tool.is_async:  # fast path: call inline
+                try:
+                    return "ok", serialize_result(tool.function(**args.__dict__))
+                except Exception as exc:
+                    return _tool_error(tool, exc)
+            return await _invoke(tool, args)
+        finally:
+            _current.reset(token)
+
     def _finish(
         self, status: RunStatus, *, output: str | None = None, explanation: str | None = None
     ) -> None:
+        """Set the outcome; :meth:`_finished` records it at the end of the step."""
         self.status = status
         self.output = output
         self.explanation = explanation
+
+    async def _finished(self) -> None:
+        """After the last step: the session summary (if asked for), then the record."""
+        memory = self.agent.memory
+        if (
+            self.status == "completed"
+            and memory is not None
+            and memory.summarize_sessions
+            and self.memory is not None
+        ):
+            try:
+                await self.memory.summarize_session()
+            except (ModelError, MemoryStoreError) as exc:  # the answer stands; say so
+                log.warning("run %s: the session summary was not saved: %s", self.id, exc)
         self._latency_ms = (time.perf_counter() - self._started) * 1000
         if self._tracer is not None:
             self._tracer.emit(
                 RunFinished(
                     run_id=self.id,
-                    status=status,
-                    output=output,
-                    explanation=explanation,
+                    status=self.status,
+                    output=self.output,
+                    explanation=self.explanation,
                     steps=len(self.steps),
                     input_tokens=self._input_tokens,
                     output_tokens=self._output_tokens,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from pydantic import Field
 
@@ -21,6 +21,9 @@ from agentlab.errors import ToolRetry
 from agentlab.models import Model
 from agentlab.tools import Tool, tool
 from agentlab.workspace import resolve_workspace
+
+if TYPE_CHECKING:
+    from agentlab.memory.agent_memory import Memory
 
 __all__ = ["INSTRUCTIONS", "build_support_agent", "support_tools"]
 
@@ -175,21 +178,31 @@ def build_support_agent(
     db_path: str | os.PathLike[str] | None = None,
     trace: TraceTarget = True,
     max_steps: int = 6,
+    memory: Memory | None = None,
+    cache_ttl: float | None = None,
 ) -> ReActAgent:
     """A ReAct support agent over the demo shop database.
 
     `db_path` defaults to ``<workspace>/demo/shop.duckdb``; the database is created
     there if it does not exist yet. `trace` is passed to the agent (True records
-    runs in the default workspace).
+    runs in the default workspace), and so is `memory`. With `cache_ttl`, lookup
+    results are cached for that many seconds per session.
     """
     path = Path(db_path) if db_path is not None else demo_database_path(resolve_workspace())
     if not path.is_file():
         create_demo_database(path)
+    tools = support_tools(path)
+    if cache_ttl is not None:
+        tools = [
+            Tool(t.function, name=t.name, description=t.description, cache_ttl=cache_ttl)
+            for t in tools
+        ]
     return ReActAgent(
         model,
-        support_tools(path),
+        tools,
         name="support-demo",
         instructions=INSTRUCTIONS,
         max_steps=max_steps,
         trace=trace,
+        memory=memory,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from agentlab.errors import ModelRequestsBlockedError
+from agentlab.memory.tokens import EstimateCounter, TokenCounter
 from agentlab.messages import AssistantMessage, Message, ToolDefinition
 from agentlab.usage import Usage
 
@@ -61,6 +62,11 @@ class Model(ABC):
         settings: ModelSettings | None = None,
     ) -> ModelResponse:
         """Send `messages` (and the tools the model may call); return its reply."""
+
+    def token_counter(self) -> TokenCounter:
+        """How working memory counts this model's tokens: its own tokenizer where
+        one is available offline, else an estimate (see :mod:`agentlab.memory.tokens`)."""
+        return EstimateCounter()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, loaded weights)."""

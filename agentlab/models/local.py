@@ -10,9 +10,12 @@ for quality.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
+import json
 import secrets
 import threading
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,9 +67,20 @@ class _Runtime:
         params.verbosity = -1
         params.warmup = False
         # The runtime also listens on a loopback port; a random key keeps it private.
-        params.api_keys = [secrets.token_hex(16)]
+        self._key = secrets.token_hex(16)
+        params.api_keys = [self._key]
         self.server = xllamacpp.Server(params)
         self.lock = threading.Lock()
+
+    def tokenize(self, text: str) -> int:
+        """Tokens of `text` by the model's own vocabulary (llama.cpp's /tokenize)."""
+        request = urllib.request.Request(
+            f"{self.server.listening_address}/tokenize",
+            data=json.dumps({"content": text, "add_special": False}).encode(),
+            headers={"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return len(json.load(response)["tokens"])
 
     def chat(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -122,6 +136,10 @@ class LocalModel(Model):
     @property
     def name(self) -> str:
         return self._name
+
+    def token_counter(self) -> _LocalTokenCounter:
+        """Counts with SmolLM2's own tokenizer (loads the model on first use)."""
+        return _LocalTokenCounter(self)
 
     def _load(self) -> _Runtime:
         path = self.model_path or smollm2_path()
@@ -232,3 +250,18 @@ class LocalModel(Model):
             ),
             choice.get("finish_reason"),
         )
+
+
+class _LocalTokenCounter:
+    """The local model's tokenizer; counts of recent texts are cached."""
+
+    def __init__(self, model: LocalModel) -> None:
+        self._model = model
+        self.count = functools.lru_cache(maxsize=4096)(self._count)
+
+    @property
+    def name(self) -> str:
+        return f"{self._model.name} tokenizer"
+
+    def _count(self, text: str) -> int:
+        return self._model._load().tokenize(text)

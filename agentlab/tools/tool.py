@@ -29,6 +29,16 @@ class Tool:
     """A function the model can call, with validated arguments.
 
     Calling the tool object like a function calls the wrapped function directly.
+
+    Args:
+        function: a typed function (sync or async) with a docstring.
+        name: the name the model sees (default: the function's).
+        description: instead of the docstring's text.
+        timeout: seconds a call may take before it is abandoned.
+        cache_ttl: cache results for this many seconds: a second call with the
+            same validated arguments in the same session is served from the
+            agent's short-term memory (and traced as a cache hit).
+        cost: US dollars one call costs (a paid API), counted as saved on a hit.
     """
 
     def __init__(
@@ -38,11 +48,15 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
+        cache_ttl: float | None = None,
+        cost: float | None = None,
     ) -> None:
         self.function = function
         self.name = name or function.__name__
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
+        self.cache_ttl = cache_ttl
+        self.cost = cost
         where = f"Tool {self.name!r} ({_where(function)})"
         if not _NAME.match(self.name):
             raise UserError(
@@ -51,6 +65,10 @@ class Tool:
             )
         if timeout is not None and timeout <= 0:
             raise UserError(f"{where}: timeout must be a positive number of seconds.")
+        if cache_ttl is not None and cache_ttl <= 0:
+            raise UserError(f"{where}: cache_ttl must be a positive number of seconds.")
+        if cost is not None and cost < 0:
+            raise UserError(f"{where}: cost must be 0 or more US dollars per call.")
         doc = docstring_parser.parse(inspect.getdoc(function) or "")
         summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
         self.description = (description or summary).strip()
@@ -176,7 +194,12 @@ def serialize_result(result: Any) -> str:
 def tool(function: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    cache_ttl: float | None = None,
+    cost: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -187,12 +210,22 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
+    cache_ttl: float | None = None,
+    cost: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function (sync or async) with a docstring into a :class:`Tool`.
 
-    Use as ``@tool`` or ``@tool(timeout=5)``. The docstring's first paragraphs
-    describe the tool; its ``Args:`` section describes each parameter.
+    Use as ``@tool``, ``@tool(timeout=5)`` or ``@tool(cache_ttl=300)``. The
+    docstring's first paragraphs describe the tool; its ``Args:`` section describes
+    each parameter. The options are those of :class:`Tool`.
     """
+    options: dict[str, Any] = {
+        "name": name,
+        "description": description,
+        "timeout": timeout,
+        "cache_ttl": cache_ttl,
+        "cost": cost,
+    }
     if function is not None:
-        return Tool(function, name=name, description=description, timeout=timeout)
-    return lambda f: Tool(f, name=name, description=description, timeout=timeout)
+        return Tool(function, **options)
+    return lambda f: Tool(f, **options)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agentlab.events import EVENT_KINDS
 from agentlab.tracing.writer import CREATING_SUFFIX, SEGMENT_SUFFIX, segments_dir
 
 if TYPE_CHECKING:
@@ -75,6 +76,38 @@ _COLUMNS = {
     "dataset": "VARCHAR",
     "cases": "INTEGER",
     "metrics": "JSON",
+    # sessions, the tool cache and memory events
+    "session": "VARCHAR",
+    "user": "VARCHAR",
+    "cache": "VARCHAR",
+    "saved_cost": "DOUBLE",
+    "saved_latency_ms": "DOUBLE",
+    "budget": "INTEGER",
+    "tokens": "INTEGER",
+    "counter": "VARCHAR",
+    "kept": "INTEGER[]",
+    "dropped": "INTEGER[]",
+    "summarized": "INTEGER[]",
+    "summary": "VARCHAR",
+    "pinned": "VARCHAR[]",
+    "memories": "VARCHAR[]",
+    "summary_input_tokens": "BIGINT",
+    "summary_output_tokens": "BIGINT",
+    "summary_cost": "DOUBLE",
+    "source": "VARCHAR",
+    "mode": "VARCHAR",
+    "query": "VARCHAR",
+    "filters": "JSON",
+    "k": "INTEGER",
+    "hits": "JSON",
+    "entered": "VARCHAR[]",
+    "tier": "VARCHAR",
+    "op": "VARCHAR",
+    "namespace": "VARCHAR",
+    "key": "VARCHAR",
+    "hit": "BOOLEAN",
+    "ttl": "DOUBLE",
+    "detail": "VARCHAR",
 }
 
 
@@ -91,13 +124,16 @@ FROM read_json($files, format = 'newline_delimited', columns = $columns, filenam
 """
 
 _INSERT_STARTED = f"""
-INSERT INTO runs (run_id, agent, model, input, status, started_at, metadata, segment)
-SELECT run_id, agent, model, input, 'running', {_ts("started_at")}, metadata, segment
+INSERT INTO runs (run_id, agent, model, input, status, started_at, metadata, segment, session,
+                  user_id)
+SELECT run_id, agent, model, input, 'running', {_ts("started_at")}, metadata, segment, session,
+       "user"
 FROM _batch WHERE kind = 'run_started' AND run_id IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY run_id) = 1
 ON CONFLICT (run_id) DO UPDATE SET
     agent = excluded.agent, model = excluded.model, input = excluded.input,
-    started_at = excluded.started_at, metadata = excluded.metadata
+    started_at = excluded.started_at, metadata = excluded.metadata, session = excluded.session,
+    user_id = excluded.user_id
 """
 
 _INSERT_MODEL_CALLS = f"""
@@ -110,9 +146,10 @@ ON CONFLICT DO NOTHING
 """
 
 _INSERT_TOOL_CALLS = f"""
-INSERT INTO tool_calls
+INSERT INTO tool_calls (id, run_id, step, tool, arguments, result, status, error, latency_ms,
+                        started_at, cache, saved_cost, saved_latency_ms)
 SELECT id, run_id, step, tool, arguments, result, status, error, latency_ms,
-       {_ts("started_at")}
+       {_ts("started_at")}, cache, saved_cost, saved_latency_ms
 FROM _batch
 WHERE kind = 'tool_call' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
 ON CONFLICT DO NOTHING
@@ -170,6 +207,32 @@ UPDATE runs SET
         || 'crashed); ' || CASE WHEN s.steps = 0 THEN 'no steps were recorded'
                                 ELSE 'steps up to ' || s.steps || ' were recorded' END
 FROM s WHERE runs.run_id = s.run_id
+"""
+
+_INSERT_CONTEXT_WINDOWS = f"""
+INSERT INTO context_windows
+SELECT id, run_id, step, budget, tokens, counter, kept, dropped, summarized, summary, pinned,
+       memories, summary_input_tokens, summary_output_tokens, summary_cost, {_ts("started_at")}
+FROM _batch
+WHERE kind = 'context_window' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_RETRIEVALS = f"""
+INSERT INTO memory_retrievals
+SELECT id, run_id, step, source, mode, query, filters, k, hits, entered, latency_ms,
+       {_ts("started_at")}
+FROM _batch
+WHERE kind = 'memory_retrieval' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_MEMORY_OPS = f"""
+INSERT INTO memory_ops
+SELECT id, run_id, step, tier, op, namespace, key, hit, ttl, detail, {_ts("started_at")}
+FROM _batch
+WHERE kind = 'memory_op' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
+ON CONFLICT DO NOTHING
 """
 
 _INSERT_EVAL_RESULTS = f"""
@@ -325,6 +388,9 @@ def _ingest_pass(
             con.execute(_INSERT_TOOL_CALLS)
             con.execute(_TOUCH_RUNS)
             con.execute(_INSERT_FINISHED)
+            con.execute(_INSERT_CONTEXT_WINDOWS)
+            con.execute(_INSERT_RETRIEVALS)
+            con.execute(_INSERT_MEMORY_OPS)
             con.execute(_INSERT_EVAL_RESULTS)
             con.execute(_INSERT_EVAL_RUNS)
         if finished:
@@ -354,8 +420,7 @@ def _count_valid(con: duckdb.DuckDBPyConnection, lines: int) -> int:
     """Events of a known kind in the batch; warn about lines that are not."""
     rows = con.execute(
         "SELECT count(*) FILTER (WHERE kind IN "
-        "('run_started', 'model_call', 'tool_call', 'run_finished', 'eval_case_result', "
-        "'eval_run')) FROM _batch"
+        f"({', '.join(repr(k) for k in EVENT_KINDS)})) FROM _batch"
     ).fetchall()
     valid: int = rows[0][0]
     if valid < lines:

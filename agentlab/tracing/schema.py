@@ -111,6 +111,62 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        3,
+        "memory: context_windows, memory_retrievals, memory_ops; sessions; tool cache",
+        """
+        ALTER TABLE runs ADD COLUMN session VARCHAR;
+        ALTER TABLE runs ADD COLUMN user_id VARCHAR;
+        ALTER TABLE tool_calls ADD COLUMN cache VARCHAR;  -- hit|miss; NULL: not cacheable
+        ALTER TABLE tool_calls ADD COLUMN saved_cost DOUBLE;
+        ALTER TABLE tool_calls ADD COLUMN saved_latency_ms DOUBLE;
+        CREATE TABLE context_windows (
+            id VARCHAR PRIMARY KEY,  -- <run_id>-<step>, as the step's model call
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            budget INTEGER,
+            tokens INTEGER,
+            counter VARCHAR,  -- the model's tokenizer, or the estimate used
+            kept INTEGER[],  -- indices into the run's conversation that were sent
+            dropped INTEGER[],
+            summarized INTEGER[],
+            summary VARCHAR,
+            pinned VARCHAR[],
+            memories VARCHAR[],  -- long-term memory ids that entered
+            summary_input_tokens BIGINT,
+            summary_output_tokens BIGINT,
+            summary_cost DOUBLE,
+            started_at TIMESTAMP
+        );
+        CREATE TABLE memory_retrievals (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            source VARCHAR,  -- auto|tool
+            mode VARCHAR,  -- semantic|fulltext|hybrid
+            query VARCHAR,
+            filters JSON,
+            k INTEGER,
+            hits JSON,  -- [{"id", "text", "score", "kind", ...}], best first
+            entered VARCHAR[],
+            latency_ms DOUBLE,
+            started_at TIMESTAMP
+        );
+        CREATE TABLE memory_ops (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            tier VARCHAR,  -- short_term|long_term
+            op VARCHAR,  -- get|set|delete|add
+            namespace VARCHAR,
+            key VARCHAR,
+            hit BOOLEAN,
+            ttl DOUBLE,
+            detail VARCHAR,
+            started_at TIMESTAMP
+        );
+        """,
+    ),
 )
 
 

@@ -14,5 +14,6 @@ for _package in ("ipywidgets", "matplotlib", "pandas"):
         raise MissingExtraError(_package, "notebook") from None
 
 from agentlab.ui.inspector import RunInspector  # noqa: E402
+from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
 
-__all__ = ["RunInspector"]
+__all__ = ["MemoryInspector", "RunInspector"]
