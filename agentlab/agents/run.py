@@ -186,6 +186,13 @@ class Run:
         """Run one step: call the model, then the tools it asked for."""
         if self.status != "running":
             raise UserError(f"Run {self.id} already finished ({self.status}); start a new run.")
+        token = _current.set(self)  # tools called in this step see current_run()
+        try:
+            return await self._step()
+        finally:
+            _current.reset(token)
+
+    async def _step(self) -> Step:
         step = await self._take_step(len(self.steps) + 1)
         if self.done:
             await self._finished()
@@ -249,8 +256,14 @@ class Run:
 
     async def finish(self) -> RunResult:
         """Run steps until the run is done; return the result."""
-        while not self.done:
-            await self.step()
+        if self.done:
+            return self.result
+        token = _current.set(self)  # once per run: setting it costs microseconds
+        try:
+            while not self.done:
+                await self._step()
+        finally:
+            _current.reset(token)
         return self.result
 
     def step_sync(self) -> Step:
@@ -401,7 +414,13 @@ class Run:
                     cache, content = "hit", str(hit["result"])
                     saved_cost, saved_latency_ms = tool.cost, hit.get("latency_ms")
                 else:
-                    status, content = await self._invoke(tool, args)
+                    if tool.timeout is None and not tool.is_async:  # fast path: inline
+                        try:
+                            content = serialize_result(tool.function(**args.__dict__))
+                        except Exception as exc:
+                            status, content = _tool_error(tool, exc)
+                    else:
+                        status, content = await _invoke(tool, args)
                     if memory is not None:
                         cache = "miss"
                         if status == "ok":
@@ -461,19 +480,6 @@ class Run:
                     "itself raised or timed out, fix the tool or the service behind it.",
                 ),
             )
-
-    async def _invoke(self, tool: Tool, args: Any) -> tuple[ToolCallStatus, str]:
-        """Call a tool with `args`; inside, :func:`current_run` is this run."""
-        token = _current.set(self)
-        try:
-            if tool.timeout is None and not tool.is_async:  # fast path: call inline
-                try:
-                    return "ok", serialize_result(tool.function(**args.__dict__))
-                except Exception as exc:
-                    return _tool_error(tool, exc)
-            return await _invoke(tool, args)
-        finally:
-            _current.reset(token)
 
     def _finish(
         self, status: RunStatus, *, output: str | None = None, explanation: str | None = None
