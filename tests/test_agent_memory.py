@@ -407,3 +407,26 @@ def test_an_agent_name_with_a_slash_keeps_its_own_namespace(store):
     result = agent.run_sync("go", session="s")
     assert result.output == "done: support%2Fv2/s"
     assert store.session("support", "v2/s").keys() == []
+
+
+def test_a_failing_long_term_store_ends_the_run_with_an_explanation(tmp_path):
+    from agentlab.errors import MemoryStoreError
+    from agentlab.memory.long_term import LongTermMemory
+
+    class Unreachable(LongTermMemory):  # the store is not what this test is about
+        def search(self, query, **filters):
+            raise MemoryStoreError("long-term memory at /mnt/gone: cannot be read")
+
+    broken = Unreachable(tmp_path / "ltm", embedder="hash")
+    recorder = Recorder()
+    agent = ReActAgent(
+        FunctionModel(lambda m, t: "never asked"),
+        trace=recorder,
+        memory=Memory(long_term=broken),
+    )
+    result = agent.run_sync("anything I said before?")
+    assert result.status == "failed" and result.output is None
+    assert "long-term memory at /mnt/gone: cannot be read" in result.explanation
+    assert "Memory(recall='tool')" in result.explanation
+    [call] = recorder.of(ModelCallEvent)
+    assert call.status == "error" and call.error.startswith("not sent:")

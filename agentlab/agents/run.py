@@ -207,7 +207,25 @@ class Run:
             context = self.messages if self.memory is None else await self.memory.context()
             response = await agent.model.request(context, agent.tool_definitions, agent.settings)
         except ContextOverflowError as exc:
-            return self._context_overflow(index, exc, started_at, t0)
+            return self._not_sent(
+                index,
+                exc,
+                started_at,
+                t0,
+                "Raise WorkingMemory(max_tokens=...) if the model's context allows it; "
+                "otherwise shorten the system prompt or pinned notes, send fewer tools, "
+                "or make the tool that returned the long result return less.",
+            )
+        except MemoryStoreError as exc:  # recall failed: the model was not asked
+            return self._not_sent(
+                index,
+                exc,
+                started_at,
+                t0,
+                "Check that the agent's long-term memory store can be opened and searched "
+                "(the message above names it), or run without automatic recall "
+                "(Memory(recall='tool') or 'off').",
+            )
         except ModelError as exc:
             return self._model_failed(index, exc, started_at, t0)
         except Exception as exc:  # a provider bug must still end in an explanation
@@ -316,21 +334,18 @@ class Run:
         )
         self._sent = context + (reply is not None)
 
-    def _context_overflow(
-        self, index: int, exc: ContextOverflowError, started_at: float, t0: float
+    def _not_sent(
+        self, index: int, exc: Exception, started_at: float, t0: float, next_: str
     ) -> Step:
-        """The step's required context does not fit: record it and end the run."""
+        """The step's context could not be made (too big, recall failed): record the
+        step as a call that was not sent and end the run."""
         step = Step(index, None, Usage(), 0.0, (time.perf_counter() - t0) * 1000, error=str(exc))
         self.steps.append(step)
         self._emit_model_call(step, started_at, reply=None, error=f"not sent: {exc}")
         self._finish(
             "failed",
             explanation=explanation(
-                f"step {index} could not be sent to the model: {exc}.",
-                self.steps,
-                "Raise WorkingMemory(max_tokens=...) if the model's context allows it; "
-                "otherwise shorten the system prompt or pinned notes, send fewer tools, "
-                "or make the tool that returned the long result return less.",
+                f"step {index} could not be sent to the model: {exc}.", self.steps, next_
             ),
         )
         return step
