@@ -264,4 +264,14 @@ def test_the_local_model_counts_with_its_own_tokenizer():
     data = '{"order_id":"O-1003","status":"shipped","carrier":"DHL","total":129.5}'
     assert 0 < counter.count(prose) < len(prose) / 3  # whole words are single tokens
     assert counter.count(data) > len(data) / 3  # JSON and ids split finely
-    assert counter.count(prose) == counter.count(prose)  # cached, same answer
+    hits = counter.count.cache_info().hits
+    counter.count(prose)
+    assert counter.count.cache_info().hits == hits + 1  # asked again: from the cache
+
+
+def test_a_summary_model_given_by_name_is_resolved_once():
+    from agentlab.models import Model, SchemaModel
+
+    working = WorkingMemory(max_tokens=100, summarize="scripted:schema")
+    assert isinstance(working.summarize, SchemaModel) and isinstance(working.summarize, Model)
+    assert WorkingMemory(max_tokens=100, summarize=True).summarize is True

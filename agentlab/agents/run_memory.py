@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,7 +22,7 @@ from agentlab.memory.working import (
     leading_system,
 )
 from agentlab.messages import Message, SystemMessage, UserMessage
-from agentlab.models import ModelSettings, infer_model
+from agentlab.models import Model, ModelSettings
 from agentlab.usage import Usage
 
 if TYPE_CHECKING:
@@ -32,13 +32,13 @@ if TYPE_CHECKING:
     from agentlab.memory.agent_memory import Memory
     from agentlab.memory.long_term import MemoryHit
     from agentlab.memory.short_term import KeyAccess, SessionMemory, ShortTermStore
-    from agentlab.models import Model
     from agentlab.tools import Tool
 
 __all__ = ["RunMemory"]
 
 log = logging.getLogger("agentlab.memory")
 
+_SESSION_SUMMARY_TOKENS = 200  # the longest session summary asked of the model
 _SUMMARY_PROMPT = (
     "You write the memory of an assistant. Summarise the conversation below for the "
     "assistant's own later use: keep facts, ids, numbers, names, decisions and open "
@@ -155,12 +155,9 @@ class RunMemory:
         self, messages: list[Message], previous: str | None
     ) -> tuple[str, Usage, float | None]:
         """A model's summary of `messages` (extending `previous`); its usage is the run's."""
-        run = self.run
         assert self.memory is not None and self.memory.working is not None
         working = self.memory.working
-        model: Model = (
-            run.agent.model if working.summarize is True else infer_model(working.summarize)  # type: ignore[arg-type]
-        )
+        model = working.summarize if isinstance(working.summarize, Model) else self.run.agent.model
         return await self.summarize_with(model, messages, previous, working.summary_max_tokens)
 
     async def summarize_with(
@@ -179,7 +176,7 @@ class RunMemory:
 
     # -- long-term memory -----------------------------------------------------------
 
-    async def _auto_recall(self) -> Any:
+    async def _auto_recall(self) -> Callable[[Sequence[str]], MemoryRetrievalEvent] | None:
         """Retrieve memories for the latest user message when it changed; return a
         function making the retrieval's event from the ids that entered (or None)."""
         query = next((m.content for m in reversed(self.run.messages) if m.role == "user"), None)
@@ -232,7 +229,9 @@ class RunMemory:
         """Write a summary of the finished run to long-term memory (kind ``history``)."""
         run = self.run
         conversation = [m for m in run.messages if m.role != "system"]
-        summary, _, _ = await self.summarize_with(run.agent.model, conversation, None, 200)
+        summary, _, _ = await self.summarize_with(
+            run.agent.model, conversation, None, _SESSION_SUMMARY_TOKENS
+        )
         if summary:
             await asyncio.to_thread(self.remember, summary, "history")
 

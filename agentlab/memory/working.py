@@ -113,6 +113,10 @@ class WorkingMemory:
         if self.summary_max_tokens < 1:
             raise UserError("WorkingMemory(summary_max_tokens=...) must be at least 1")
         self.pinned = [str(p) for p in self.pinned]
+        if isinstance(self.summarize, str):  # resolve once, not at every summary
+            from agentlab.models import infer_model
+
+            self.summarize = infer_model(self.summarize)
 
     def pin(self, note: str) -> None:
         """Keep `note` in the window at every step from now on."""
