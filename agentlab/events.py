@@ -4,7 +4,7 @@ Events are the unit of durability: the trace writer appends each one to disk as
 soon as it happens, and the trace store ingests them into DuckDB tables
 (``runs``, ``model_calls``, ``tool_calls``; memory adds ``context_windows``,
 ``memory_retrievals`` and ``memory_ops``; evaluations add ``eval_runs`` and
-``eval_results``).
+``eval_results``; circuit breakers ``breaker_transitions``).
 
 Events are plain dataclasses, validated and serialized by pydantic: the run loop
 builds them from values that are already typed, so construction skips validation
@@ -24,6 +24,7 @@ from agentlab.messages import AssistantMessage, Message
 
 __all__ = [
     "EVENT_KINDS",
+    "BreakerTransitionEvent",
     "ContextWindowEvent",
     "EvalCaseResult",
     "EvalRunSummary",
@@ -40,7 +41,9 @@ __all__ = [
     "parse_event",
 ]
 
-RunStatus = Literal["running", "completed", "failed", "max_steps", "interrupted"]
+RunStatus = Literal[
+    "running", "completed", "failed", "max_steps", "budget_exceeded", "cancelled", "interrupted"
+]
 ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout"]
 CacheOutcome = Literal["hit", "miss"]
 _CONFIG = ConfigDict(extra="forbid")
@@ -90,6 +93,9 @@ class ModelCallEvent:
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
     started_at: float
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # every request sent
+    served_by: str | None = None  # the model that answered (a fallback, a routed model)
+    route: str | None = None  # why that model answered
 
 
 @dataclass(slots=True, kw_only=True)
@@ -134,6 +140,26 @@ class RunFinished:
     cost: float | None = None
     latency_ms: float
     ended_at: float
+    failure: dict[str, Any] | None = None  # why it ended badly: what, tried, next (structured)
+
+
+@dataclass(slots=True, kw_only=True)
+class BreakerTransitionEvent:
+    """A circuit breaker changed state (``closed``, ``open``, ``half_open``), seen by
+    run `run_id` at step `step` (empty when no run was active)."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["breaker_transition"] = "breaker_transition"
+    id: str
+    run_id: str
+    step: int
+    breaker: str  # e.g. "model:openai:gpt-4.1-mini@http://127.0.0.1:8000/v1", "tool:charge"
+    from_state: str
+    to_state: str
+    failures: int
+    reason: str
+    started_at: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -260,7 +286,8 @@ Event = Annotated[
     | MemoryRetrievalEvent
     | MemoryOpEvent
     | EvalCaseResult
-    | EvalRunSummary,
+    | EvalRunSummary
+    | BreakerTransitionEvent,
     Field(discriminator="kind"),
 ]
 EVENT_KINDS: tuple[str, ...] = (
@@ -273,6 +300,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "memory_op",
     "eval_case_result",
     "eval_run",
+    "breaker_transition",
 )
 """The `kind` of every event type (the trace store ignores lines of other kinds)."""
 _SERIALIZERS: dict[type, SchemaSerializer] = {}

@@ -3,6 +3,7 @@
 The workspace holds the trace store (``traces.duckdb`` and ``traces/``), the
 short-term store and the long-term memory. It is ``./.agentlab`` unless the
 ``AGENTLAB_WORKSPACE`` environment variable or an explicit path says otherwise.
+A workspace agentlab creates is readable by its owner only (mode 0700).
 """
 
 from __future__ import annotations
@@ -23,5 +24,7 @@ def resolve_workspace(path: str | os.PathLike[str] | None = None) -> Path:
     if path is None:
         path = os.environ.get(WORKSPACE_ENV) or ".agentlab"
     workspace = Path(path).expanduser().absolute()
-    workspace.mkdir(parents=True, exist_ok=True)
+    if not workspace.is_dir():
+        # Traces, memories and caches hold users' inputs: only the owner may read them.
+        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     return workspace

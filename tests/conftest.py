@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +25,55 @@ def workspace(tmp_path, monkeypatch):
     path = tmp_path / "ws"
     monkeypatch.setenv("AGENTLAB_WORKSPACE", str(path))
     return path
+
+
+# -- the `slow` marker -------------------------------------------------------------
+# Whole modules, by file name, chosen from measured durations (`pytest --durations=0`
+# on a 2-core machine): each starts real servers, Jupyter kernels, a browser, the
+# local model or fleets of subprocesses, and together they are most of the suite's
+# time. `make test-fast` (`pytest -m "not slow"`) runs the rest in well under a
+# minute; `make test` runs everything. Tests marked `local_model` are slow wherever
+# they are.
+SLOW_MODULES = frozenset(
+    {
+        "test_notebooks.py",  # papermill kernels, the local model (~35 s)
+        "test_demo.py",  # the whole demo, evaluation and export (~34 s)
+        "test_export.py",  # re-runs the eval notebook, builds and installs packages (~18 s)
+        "test_long_term.py",  # LanceDB and the ONNX embedder (~10 s)
+        "test_eval_notebook.py",  # papermill kernels (~9 s)
+        "test_local_model.py",  # the local model (~5 s)
+        "test_trace_durability.py",  # writer processes killed mid-run (~5 s)
+        "test_cli.py",  # the CLI in subprocesses (~4 s)
+        "test_serve_model.py",  # the local model behind a real HTTP server (~3 s)
+        "test_trace_concurrency.py",  # fleets of writer and reader processes (~3 s)
+        "test_agent_processes.py",  # fleets of agent processes (~1.3 s)
+        "test_fault_server.py",  # the fault-injecting model server itself, hangs included (~6 s)
+        "test_browser.py",  # JupyterLab and Chromium (~20 s)
+    }
+)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under exactly `-m "not slow"` (`make test-fast`) a slow module is not even
+    imported: every test in it would be deselected, and importing some of them
+    (JupyterLab and playwright, LanceDB) takes seconds."""
+    if collection_path.name in SLOW_MODULES and config.option.markexpr.strip() == "not slow":
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = pytest.mark.slow
+    for item in items:
+        if item.path.name in SLOW_MODULES or item.get_closest_marker("local_model"):
+            item.add_marker(slow)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_circuit_breakers() -> Iterator[None]:
+    """Circuit breakers are shared by every run of a process: each test starts with none."""
+    from agentlab.resilience import breaker_registry
+
+    breaker_registry().reset()
+    yield
+    breaker_registry().reset()

@@ -219,7 +219,7 @@ def test_unparseable_model_output_is_retried_then_explained():
     agent, rec = make_agent(FunctionModel(broken), max_retries=1)
     result = agent.run_sync("hi")
     assert result.status == "failed" and result.steps == 2
-    assert "failed (after 2 attempts): reply was not valid JSON" in result.explanation
+    assert "failed 2 times in a row: reply was not valid JSON" in result.explanation
     assert "more capable model" in result.explanation
     assert [e.status for e in rec.of(ModelCallEvent)] == ["error", "error"]
 

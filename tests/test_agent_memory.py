@@ -7,8 +7,8 @@ import time
 import pytest
 from _recorder import Recorder
 
+from agentlab._context import current_run
 from agentlab.agents import ReActAgent
-from agentlab.agents.current import current_run
 from agentlab.errors import UserError
 from agentlab.events import (
     ContextWindowEvent,

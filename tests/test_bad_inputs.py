@@ -7,6 +7,7 @@ final status with its explanation.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -15,7 +16,7 @@ from _http import free_port, serve_in_thread
 from agentlab.agents import ReActAgent
 from agentlab.errors import UnexpectedModelOutputError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, ToolMessage
-from agentlab.models import FunctionModel
+from agentlab.models import FunctionModel, RetryPolicy
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.serve.model_server import create_app
 from agentlab.tools import tool
@@ -122,11 +123,14 @@ def test_tool_exception(workspace):
 
 
 def test_unreachable_endpoint_mid_run(workspace, allow_real_models):
-    """The server answers the first step, then goes away."""
+    """The server answers the first step, then goes away: the retried request is one
+    step with all its attempts, not a step per attempt."""
     with serve_in_thread(create_app(after_good_step("unused"))) as url:
-        model = OpenAIModel("support", base_url=url, max_retries=0, timeout=5)
+        model = OpenAIModel("support", base_url=url, timeout=5)
         store = TraceStore(workspace)
-        run = ReActAgent(model, [get_order], trace=store, max_retries=1).start("Where is O-1?")
+        retry = RetryPolicy(attempts=3, initial=0.01)
+        agent = ReActAgent(model, [get_order], trace=store, retry=retry)
+        run = agent.start("Where is O-1?")
         run.step_sync()
     while not run.done:
         run.step_sync()
@@ -135,7 +139,14 @@ def test_unreachable_endpoint_mid_run(workspace, allow_real_models):
     assert f"Could not reach openai:support at {url}" in db_run["explanation"]
     assert "Check that the model server is running" in db_run["explanation"]
     assert_good_step_kept(tools, models)
-    assert [m[1] for m in models] == ["ok", "error", "error"]
+    assert [m[1] for m in models] == ["ok", "error"]
+    (attempts,) = store.sql("select attempts from model_calls where step = 2")[0]
+    attempts = json.loads(attempts)
+    assert [a["number"] for a in attempts] == [1, 2, 3]
+    assert all(a["error_type"] == "ModelUnavailableError" for a in attempts)
+    assert [a["wait_s"] is not None for a in attempts] == [True, True, False]
+    assert db_run["failure"]["kind"] == "model"
+    assert db_run["failure"]["error"] == "ModelUnavailableError"
 
 
 def test_closed_port_fails_fast_with_the_url(workspace, allow_real_models):

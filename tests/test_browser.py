@@ -1,7 +1,10 @@
 """The run inspector in a real browser: JupyterLab + Debian Chromium via playwright.
 
-Needs ``/usr/bin/chromium`` (``apt-get install chromium``) and the ``playwright``
-Python package (never ``playwright install``); skipped otherwise.
+Needs ``/usr/bin/chromium`` (Debian's ``chromium``, which ``make install`` installs
+through ``tools/ensure-browser`` when run as root) and the ``playwright`` Python
+package (never ``playwright install``). Skipped only where Chromium cannot be
+installed (not root, or no apt-get); where it can, a missing browser fails the test
+with the fix.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,13 +26,28 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.exists():
+_CAN_INSTALL_CHROMIUM = os.geteuid() == 0 and shutil.which("apt-get") is not None
+if not CHROMIUM.exists() and not _CAN_INSTALL_CHROMIUM:
     pytest.skip(
-        "/usr/bin/chromium is missing (apt-get install -y chromium)", allow_module_level=True
+        "/usr/bin/chromium is missing and cannot be installed here (not root): "
+        "sudo apt-get install -y chromium",
+        allow_module_level=True,
     )
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("jupyterlab")
+
+
+@pytest.fixture(autouse=True)
+def _chromium_installed() -> None:
+    """Root with apt-get can have Chromium: its absence is a set-up error, not a skip."""
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "/usr/bin/chromium is missing; install it with `sh tools/ensure-browser` "
+            "(run by `make install`), i.e. apt-get install -y chromium",
+            pytrace=False,
+        )
+
 
 CHROMIUM_ARGS = [
     "--headless",

@@ -114,7 +114,7 @@ def test_wrong_api_key_raises_auth_error(allow_real_models: None) -> None:
                 [UserMessage(content="hi")],
             )
     assert url in str(error.value)
-    assert "OPENAI_API_KEY" in str(error.value)
+    assert "OPENAI_API_KEY" in error.value.hint
 
 
 def test_unreachable_endpoint_is_unavailable_and_fast(allow_real_models: None) -> None:
@@ -125,7 +125,7 @@ def test_unreachable_endpoint_is_unavailable_and_fast(allow_real_models: None) -
         request(model, [UserMessage(content="hi")])
     assert time.monotonic() - start < 5
     assert url in str(error.value)
-    assert "server is running" in str(error.value)
+    assert "server is running" in error.value.hint
     assert error.value.retryable
 
 

@@ -9,7 +9,6 @@ from agentlab.agents import ReActAgent
 from agentlab.errors import UserError
 from agentlab.events import ContextWindowEvent, ModelCallEvent, RunFinished
 from agentlab.memory.agent_memory import Memory
-from agentlab.memory.tokens import MESSAGE_OVERHEAD, EstimateCounter, count_message, message_text
 from agentlab.memory.working import (
     HEADERS,
     ContextOverflowError,
@@ -24,6 +23,7 @@ from agentlab.messages import (
     UserMessage,
 )
 from agentlab.models import FunctionModel
+from agentlab.tokens import MESSAGE_OVERHEAD, EstimateCounter, count_message, message_text
 from agentlab.tools import tool
 
 COUNTER = EstimateCounter()

@@ -1,5 +1,5 @@
-"""The agent definition: model, tools, instructions and limits. No I/O happens
-until a run starts."""
+"""The agent definition: model, tools, instructions, limits and the production
+layers around each model endpoint and each tool. No I/O happens until a run starts."""
 
 from __future__ import annotations
 
@@ -8,33 +8,52 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from agentlab._context import EventSink
 from agentlab._sync import run_sync
 from agentlab.agents.records import RunResult
-from agentlab.agents.run import Run, Tracer
+from agentlab.agents.run import Run
+from agentlab.budgets import Budget
 from agentlab.errors import UserError
 from agentlab.messages import Message
-from agentlab.models import Model, ModelSettings, infer_model
+from agentlab.models import FallbackModel, Model, ModelSettings, infer_model
+from agentlab.models.breaker import CircuitBreakerModel
+from agentlab.models.metered import MeteredModel
+from agentlab.models.retry import RetryModel, RetryPolicy
+from agentlab.resilience import BreakerConfig, BreakerStore
 from agentlab.tools import Tool
+from agentlab.tools.calls import (
+    DEFAULT_MAX_RESULT_CHARS,
+    ToolHandler,
+    ToolLayer,
+    build_chain,
+    cap_output,
+    count_tool_call,
+    validate,
+)
+from agentlab.tracing import TraceStore
 from agentlab.usage import PriceTable
 from agentlab.workspace import resolve_workspace
 
 if TYPE_CHECKING:
     from agentlab.memory.agent_memory import Memory
     from agentlab.memory.short_term import ShortTermStore
-    from agentlab.memory.tokens import TokenCounter
+    from agentlab.tokens import TokenCounter
 
-__all__ = ["Agent", "TraceTarget"]
+__all__ = ["Agent", "TraceTarget", "Tracer"]
 
-TraceTarget = bool | str | Path | Tracer | Any
+Tracer = EventSink
+"""Anything that records events: ``emit(event)`` (the trace writer, a list in a test)."""
+
+TraceTarget = bool | str | Path | TraceStore | EventSink | None
+"""Where runs are recorded: True (the default workspace), False/None, a workspace
+path, a :class:`~agentlab.tracing.TraceStore`, or any object with ``emit(event)``."""
 
 
-def _resolve_tracer(trace: TraceTarget) -> Tracer | None:
+def _resolve_tracer(trace: Any) -> EventSink | None:
     if trace is False or trace is None:
         return None
     if hasattr(trace, "emit"):
-        return cast(Tracer, trace)
-    from agentlab.tracing import TraceStore
-
+        return cast(EventSink, trace)
     if isinstance(trace, TraceStore):
         return trace.writer()
     if trace is True:
@@ -45,6 +64,14 @@ def _resolve_tracer(trace: TraceTarget) -> Tracer | None:
         f"trace={trace!r} is not understood; pass True (the default workspace), "
         "False, a workspace path, a TraceStore, or an object with emit()."
     )
+
+
+def _shared_breaker_store(memory: Memory | None) -> BreakerStore | None:
+    """Breaker state in Redis when the agent's short-term memory is there (shared by
+    every process), else in this process (None)."""
+    store = memory.short_term if memory is not None else None
+    make = getattr(store, "breaker_store", None)
+    return None if make is None else cast(BreakerStore, make())
 
 
 @functools.cache
@@ -63,17 +90,31 @@ class Agent:
         tools: :class:`Tool` objects or typed, documented functions.
         name: the agent's name in traces.
         instructions: the system prompt.
-        max_steps: model calls allowed per run before it stops with an explanation.
-        max_retries: consecutive failures allowed per tool (and for the model)
-            before the run stops; each failure is sent back to the model first.
+        max_steps: steps allowed per run (failed ones count) before it stops with
+            status ``max_steps``.
+        max_retries: consecutive failed calls allowed per tool (and unusable model
+            replies) before the run stops; each failure is sent back to the model first.
         settings: model settings (temperature, max_tokens, ...).
         prices: the price table for cost; defaults to the built-in prices.
-        trace: where to record runs: True (the default workspace), False, a
-            workspace path, a TraceStore, or any object with ``emit(event)``.
-        memory: the agent's memory tiers (:class:`~agentlab.memory.Memory`):
-            working memory, short-term and long-term stores, recall. Tools marked
-            ``cache_ttl`` use the short-term store (the workspace's embedded one
-            when none is given).
+        trace: where to record runs (see :data:`TraceTarget`).
+        memory: the agent's memory tiers (:class:`~agentlab.memory.Memory`).
+            Tools marked ``cache_ttl`` use its short-term store (the workspace's
+            embedded one when none is given).
+        budget: per-run limits (:class:`~agentlab.budgets.Budget`); a run can
+            override them (``agent.run(q, budget=Budget(...))``).
+        retry: how failed model requests are retried (:class:`RetryPolicy`);
+            ``None`` turns retries off.
+        fallback: models that take a request when the model fails (after its
+            retries); each gets the same retry, metering and breaker layers.
+        breaker: the circuit breaker of each model endpoint (``None``: none).
+            State is shared by every agent of the process using the endpoint.
+        breaker_store: where breaker state lives; default: Redis when the memory's
+            short-term store is a :class:`~agentlab.memory.RedisStore` (shared by
+            every process), else this process.
+        max_tool_result_chars: the most the model is shown of one tool result
+            (the trace keeps the whole result).
+        observers: more event sinks that see every event of every run (alerts,
+            callbacks), besides the trace.
     """
 
     default_instructions = "You are a helpful assistant."
@@ -91,13 +132,30 @@ class Agent:
         prices: PriceTable | None = None,
         trace: TraceTarget = True,
         memory: Memory | None = None,
+        budget: Budget | None = None,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 - frozen, shared safely
+        fallback: Sequence[Model | str] = (),
+        breaker: BreakerConfig | None = BreakerConfig(),  # noqa: B008 - frozen
+        breaker_store: BreakerStore | None = None,
+        max_tool_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+        observers: Sequence[EventSink] = (),
     ) -> None:
         if max_steps < 1:
             raise UserError(f"max_steps must be at least 1 (got {max_steps}).")
         if max_retries < 0:
             raise UserError(f"max_retries must be 0 or more (got {max_retries}).")
-        self.model = infer_model(model)
+        if max_tool_result_chars < 100:
+            raise UserError(
+                f"max_tool_result_chars must be at least 100 (got {max_tool_result_chars})."
+            )
+        primary = infer_model(model)
+        self.model: Model = FallbackModel([primary, *fallback]) if fallback else primary
         self.memory = memory
+        self.retry = retry
+        self.breaker = breaker
+        self.breaker_store = breaker_store or _shared_breaker_store(memory)
+        self.stack: Model = self.model.map_leaves(self._endpoint_stack)
+        """The model with its production layers: what the run loop calls."""
         self.tools = [t if isinstance(t, Tool) else Tool(t) for t in tools]
         if memory is not None:
             from agentlab.memory.tools import memory_tools
@@ -119,19 +177,61 @@ class Agent:
         self.max_retries = max_retries
         self.settings = settings
         self.prices = prices or PriceTable()
+        self.budget = Budget(steps=max_steps).merged(budget)
+        self.check_budget(self.budget)
+        self.max_tool_result_chars = max_tool_result_chars
         self.trace = trace
-        self._tracer: Tracer | None = None
+        self.observers = tuple(observers)
+        self._tracer: EventSink | None = None
         self._tracer_resolved = False
         self.cacheable_tools = [t.name for t in self.tools if t.cache_ttl is not None]
+        self.tool_handlers: dict[str, ToolHandler] = {
+            t.name: build_chain(self._tool_layers(t)) for t in self.tools
+        }
+        """Each tool's call chain: validation, budget, cache, output cap, the call."""
         self._tool_cache_store: ShortTermStore | None = None
         self._token_counter: TokenCounter | None = None
+
+    # -- composition ---------------------------------------------------------------
+
+    def _endpoint_stack(self, endpoint: Model) -> Model:
+        """The layers around one model endpoint, outermost first: retry; the budget
+        check and attempt record of every request; the endpoint's circuit breaker."""
+        guarded: Model = endpoint
+        if self.breaker is not None:
+            guarded = CircuitBreakerModel(endpoint, self.breaker, self.breaker_store)
+        metered: Model = MeteredModel(guarded)
+        return metered if self.retry is None else RetryModel(metered, self.retry)
+
+    def _tool_layers(self, tool: Tool) -> list[ToolLayer]:
+        layers: list[ToolLayer] = [validate, cap_output(self.max_tool_result_chars)]
+        layers.append(count_tool_call)
+        if tool.cache_ttl is not None:
+            from agentlab.memory.tool_cache import cache_layer
+
+            layers.append(cache_layer)
+        return layers
+
+    def check_budget(self, budget: Budget) -> None:
+        """Raise :class:`UserError` when `budget` cannot be kept with this agent's models
+        (a cost limit with a model that has no price)."""
+        if budget.cost is None:
+            return
+        unpriced = [m.name for m in self.model.leaves if self.prices.price(m.name) is None]
+        if unpriced:
+            raise UserError(
+                f"Budget(cost={budget.cost:g}) cannot be kept: {', '.join(unpriced)} has no "
+                "price. Add it to the agent's PriceTable (Price(0, 0) for a free model)."
+            )
+
+    # -- resources -----------------------------------------------------------------
 
     def opening_messages(self, input: str) -> list[Message]:
         """The conversation a run starts from."""
         raise NotImplementedError
 
     @property
-    def tracer(self) -> Tracer | None:
+    def tracer(self) -> EventSink | None:
         """Where this agent's runs are recorded (resolved from `trace` on first use)."""
         if not self._tracer_resolved:
             self._tracer = _resolve_tracer(self.trace)
@@ -152,10 +252,12 @@ class Agent:
 
     @property
     def token_counter(self) -> TokenCounter:
-        """How working memory counts tokens for this agent's model."""
+        """How working memory and budgets count tokens for this agent's model."""
         if self._token_counter is None:
             self._token_counter = self.model.token_counter()
         return self._token_counter
+
+    # -- running -------------------------------------------------------------------
 
     def start(
         self,
@@ -164,20 +266,27 @@ class Agent:
         session: str | None = None,
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> Run:
         """Start a run without taking a step (advance it with ``step``).
 
         `session` scopes short-term memory and the tool cache (default: this run
-        only); `user` filters long-term recall and labels what is remembered.
+        only); `user` filters long-term recall and labels what is remembered;
+        `budget` overrides the agent's limits for this run.
         """
+        limits = self.budget.merged(budget)
+        if budget is not None:
+            self.check_budget(limits)
+        observers = (self.tracer, *self.observers) if self.tracer else self.observers
         return Run(
             self,
             input,
             self.opening_messages(input),
-            self.tracer,
+            observers,
             metadata,
             session=session,
             user=user,
+            budget=limits,
         )
 
     async def run(
@@ -187,9 +296,11 @@ class Agent:
         session: str | None = None,
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> RunResult:
-        """Run until a final answer, the step limit or an unrecoverable error."""
-        return await self.start(input, session=session, user=user, metadata=metadata).finish()
+        """Run until a final answer, a limit or an unrecoverable error."""
+        run = self.start(input, session=session, user=user, metadata=metadata, budget=budget)
+        return await run.finish()
 
     def run_sync(
         self,
@@ -198,9 +309,12 @@ class Agent:
         session: str | None = None,
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
+        budget: Budget | None = None,
     ) -> RunResult:
         """:meth:`run` for synchronous code; also works inside a notebook cell."""
-        return run_sync(self.run(input, session=session, user=user, metadata=metadata))
+        return run_sync(
+            self.run(input, session=session, user=user, metadata=metadata, budget=budget)
+        )
 
     def __repr__(self) -> str:
         return (
@@ -209,6 +323,6 @@ class Agent:
         )
 
     def _repr_html_(self) -> str:
-        from agentlab._html import agent_html
+        from agentlab.agents.html import agent_html
 
         return agent_html(self)

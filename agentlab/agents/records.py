@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from agentlab.events import RunStatus, ToolCallStatus
 from agentlab.messages import AssistantMessage, Message
@@ -34,6 +35,10 @@ class Step:
     latency_ms: float
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     error: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # each request sent
+    served_by: str | None = None  # the model that answered
+    route: str | None = None  # why that model (primary, fallback, router)
+    fallbacks: list[str] = field(default_factory=list)  # models left, and why
 
     @property
     def thought(self) -> str | None:
@@ -49,7 +54,7 @@ class Step:
         return "tool_calls" if self.tool_calls else "answer"
 
     def _repr_html_(self) -> str:
-        from agentlab._html import step_html
+        from agentlab.agents.html import step_html
 
         return step_html(self)
 
@@ -57,7 +62,8 @@ class Step:
 @dataclass(frozen=True)
 class RunResult:
     """The outcome of a run. `explanation` says in plain language why a run that
-    did not complete stopped, what was tried and what to do next."""
+    did not complete stopped, what was tried and what to do next; `failure` is the
+    same as a structured record (see :class:`~agentlab.agents.explain.Failure`)."""
 
     run_id: str
     status: RunStatus
@@ -69,6 +75,7 @@ class RunResult:
     cost: float | None
     latency_ms: float
     messages: list[Message]
+    failure: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,6 +85,6 @@ class RunResult:
         return self.output if self.ok and self.output is not None else (self.explanation or "")
 
     def _repr_html_(self) -> str:
-        from agentlab._html import result_html
+        from agentlab.agents.html import result_html
 
         return result_html(self)

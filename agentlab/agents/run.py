@@ -1,5 +1,12 @@
-"""The run loop shared by every agent pattern: one step = one model call plus the
-tool calls it asks for. A run can be advanced step by step and inspected."""
+"""The run loop shared by every agent pattern: one step = one model request plus
+the tool calls it asks for. A run can be advanced step by step and inspected.
+
+The loop only loops. What happens around a model request (retries, fallbacks,
+routing, budget checks, attempt records) is the agent's model stack; what happens
+around a tool call (validation, budget, cache, output cap, timeout) is each tool's
+call chain; recording is the observers' job (the trace writer is one). The loop
+builds the step's records and events and decides when the run ends.
+"""
 
 from __future__ import annotations
 
@@ -7,52 +14,47 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
+from agentlab._context import EventSink, _current
 from agentlab._sync import run_sync
-from agentlab.agents.current import _current
-from agentlab.agents.explain import explanation
+from agentlab.agents.explain import Failure, tried
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
+from agentlab.budgets import Budget, BudgetTracker
 from agentlab.errors import (
+    BudgetExceededError,
     MemoryStoreError,
-    ModelAuthError,
     ModelError,
-    ModelRequestsBlockedError,
-    ModelUnavailableError,
-    ToolRetry,
     UnexpectedModelOutputError,
     UserError,
 )
-from agentlab.events import (
-    Event,
-    ModelCallEvent,
-    RunFinished,
-    RunStarted,
-    RunStatus,
-    ToolCallEvent,
-    ToolCallStatus,
-)
+from agentlab.events import ModelCallEvent, RunFinished, RunStarted, RunStatus, ToolCallEvent
 from agentlab.memory.working import ContextOverflowError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage
-from agentlab.tools import Tool, format_validation_error, serialize_result
+from agentlab.models.context import CallContext, model_call
+from agentlab.tools.calls import ToolInvocation, ToolOutcome
 from agentlab.usage import Usage
 
 if TYPE_CHECKING:
     from agentlab.agents.agent import Agent
-    from agentlab.agents.run_memory import RunMemory
+    from agentlab.memory.session import RunMemory
     from agentlab.memory.short_term import SessionMemory
 
-__all__ = ["Run", "Tracer"]
+__all__ = ["Run"]
 
 log = logging.getLogger("agentlab.run")
 
-
-class Tracer(Protocol):
-    """Anything that records events (the trace store's writer, a test list)."""
-
-    def emit(self, event: Event) -> None: ...
+_CONTEXT_NEXT = (
+    "Raise WorkingMemory(max_tokens=...) if the model's context allows it; otherwise "
+    "shorten the system prompt or pinned notes, send fewer tools, or make the tool "
+    "that returned the long result return less."
+)
+_MEMORY_NEXT = (
+    "Check that the agent's long-term memory store can be opened and searched (the "
+    "message above names it), or run without automatic recall (Memory(recall='tool') "
+    "or 'off')."
+)
 
 
 class Run:
@@ -69,11 +71,12 @@ class Run:
         agent: Agent,
         input: str,
         messages: list[Message],
-        tracer: Tracer | None,
+        observers: Sequence[EventSink] = (),
         metadata: dict[str, Any] | None = None,
         *,
         session: str | None = None,
         user: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self.id = os.urandom(16).hex()
         self.agent = agent
@@ -85,33 +88,35 @@ class Run:
         self.steps: list[Step] = []
         self.status: RunStatus = "running"
         self.output: str | None = None
-        self.explanation: str | None = None
-        self._tracer = tracer
+        self.failure: Failure | None = None
+        self.observers = tuple(observers)
+        self.budget = BudgetTracker(budget or agent.budget)
+        """What this run has spent against its limits."""
         self._sent = 0  # messages already recorded with a model call
         self._input_tokens = 0
         self._output_tokens = 0
         self._cost: float | None = 0.0
         self._failures: dict[str, int] = {}  # consecutive failures per tool / "model"
+        self._token_counts: list[int] = []  # per message, for budget estimates
         self._started = time.perf_counter()
         self._epoch = time.time() - self._started  # wall clock = _epoch + perf_counter()
         self._latency_ms = 0.0
-        if tracer is not None:
-            tracer.emit(
-                RunStarted(
-                    run_id=self.id,
-                    agent=agent.name,
-                    model=agent.model.name,
-                    input=input,
-                    started_at=time.time(),
-                    metadata=metadata or {},
-                    session=session,
-                    user=user,
-                )
+        self.emit(
+            RunStarted(
+                run_id=self.id,
+                agent=agent.name,
+                model=agent.model.name,
+                input=input,
+                started_at=time.time(),
+                metadata=metadata or {},
+                session=session,
+                user=user,
             )
+        )
         self.memory: RunMemory | None = None
         """This run's memory state (recall, remember, the tool cache); None without memory."""
         if agent.memory is not None or agent.cacheable_tools:
-            from agentlab.agents.run_memory import RunMemory
+            from agentlab.memory.session import RunMemory
 
             self.memory = RunMemory(self, agent.memory, agent.tool_cache_store)
 
@@ -122,11 +127,16 @@ class Run:
         return self.status != "running"
 
     @property
+    def explanation(self) -> str | None:
+        """Why the run ended badly, in plain language (None while it has not)."""
+        return None if self.failure is None else self.failure.text()
+
+    @property
     def usage(self) -> Usage:
         return Usage(
             input_tokens=self._input_tokens,
             output_tokens=self._output_tokens,
-            requests=len(self.steps),
+            requests=sum(max(1, len(s.attempts)) for s in self.steps),
         )
 
     @property
@@ -135,9 +145,9 @@ class Run:
         return self._cost
 
     @property
-    def tracer(self) -> Tracer | None:
-        """Where this run's events go (None: not traced)."""
-        return self._tracer
+    def tracer(self) -> EventSink | None:
+        """The agent's trace writer, if the run is traced."""
+        return self.agent.tracer
 
     @property
     def short_term(self) -> SessionMemory:
@@ -151,14 +161,20 @@ class Run:
             )
         return session
 
+    def emit(self, event: Any) -> None:
+        """Send one event of this run to every observer (the trace, alerts, callbacks)."""
+        for observer in self.observers:
+            observer.emit(event)
+
     def account(self, usage: Usage, model_name: str) -> float | None:
-        """Add a model request made for this run (a step or a summary) to its usage
-        and cost; return that request's cost (None: the model's price is unknown)."""
+        """Add a model request made for this run (a step or a summary) to its usage,
+        cost and budget; return that request's cost (None: the price is unknown)."""
         price = self.agent.prices.price(model_name)
         cost = None if price is None else price.cost(usage)
         self._input_tokens += usage.input_tokens
         self._output_tokens += usage.output_tokens
         self._cost = None if cost is None or self._cost is None else self._cost + cost
+        self.budget.add_usage(usage, cost)
         return cost
 
     @property
@@ -180,6 +196,7 @@ class Run:
             cost=self._cost,
             latency_ms=self._latency_ms,
             messages=list(self.messages),
+            failure=None if self.failure is None else self.failure.to_dict(),
         )
 
     async def step(self) -> Step:
@@ -188,89 +205,9 @@ class Run:
             raise UserError(f"Run {self.id} already finished ({self.status}); start a new run.")
         token = _current.set(self)  # tools called in this step see current_run()
         try:
-            return await self._step()
+            return await self._guarded_step()
         finally:
             _current.reset(token)
-
-    async def _step(self) -> Step:
-        step = await self._take_step(len(self.steps) + 1)
-        if self.done:
-            await self._finished()
-        return step
-
-    async def _take_step(self, index: int) -> Step:
-        agent = self.agent
-        self.current_step = index
-        t0 = time.perf_counter()
-        started_at = self._epoch + t0
-        try:
-            context = self.messages if self.memory is None else await self.memory.context()
-            response = await agent.model.request(context, agent.tool_definitions, agent.settings)
-        except ContextOverflowError as exc:
-            return self._not_sent(
-                index,
-                exc,
-                started_at,
-                t0,
-                "Raise WorkingMemory(max_tokens=...) if the model's context allows it; "
-                "otherwise shorten the system prompt or pinned notes, send fewer tools, "
-                "or make the tool that returned the long result return less.",
-            )
-        except MemoryStoreError as exc:  # recall failed: the model was not asked
-            return self._not_sent(
-                index,
-                exc,
-                started_at,
-                t0,
-                "Check that the agent's long-term memory store can be opened and searched "
-                "(the message above names it), or run without automatic recall "
-                "(Memory(recall='tool') or 'off').",
-            )
-        except ModelError as exc:
-            return self._model_failed(index, exc, started_at, t0)
-        except Exception as exc:  # a provider bug must still end in an explanation
-            error = ModelError(f"{type(exc).__name__}: {exc}", model=agent.model.name)
-            return self._model_failed(index, error, started_at, t0)
-        latency_ms = (time.perf_counter() - t0) * 1000
-        usage = response.usage
-        cost = self.account(usage, response.model_name)
-        reply = response.message
-        step = Step(index, reply, usage, cost, latency_ms, [])
-        self.steps.append(step)
-        if self._tracer is not None:
-            self._emit_model_call(step, started_at, reply=reply)
-        self.messages.append(reply)
-        if reply.tool_calls:
-            if self._failures:
-                self._failures.pop("model", None)
-            for call in reply.tool_calls:
-                await self._call_tool(step, call)
-        elif reply.content:
-            self._finish("completed", output=reply.content)
-        else:
-            self._model_failed(
-                index,
-                UnexpectedModelOutputError(
-                    "the model replied with neither a tool call nor any text",
-                    model=agent.model.name,
-                ),
-                started_at,
-                t0,
-                recorded=step,
-            )
-        if self.status == "running" and len(self.steps) >= agent.max_steps:
-            self._finish(
-                "max_steps",
-                explanation=explanation(
-                    f"the agent used all {agent.max_steps} steps (max_steps) without reaching "
-                    "a final answer.",
-                    self.steps,
-                    "Look at the last steps: if a tool kept failing or returning the same thing, "
-                    "fix the tool or its description; if the task needs more steps, raise "
-                    "max_steps.",
-                ),
-            )
-        return step
 
     async def finish(self) -> RunResult:
         """Run steps until the run is done; return the result."""
@@ -279,7 +216,7 @@ class Run:
         token = _current.set(self)  # once per run: setting it costs microseconds
         try:
             while not self.done:
-                await self._step()
+                await self._guarded_step()
         finally:
             _current.reset(token)
         return self.result
@@ -296,11 +233,295 @@ class Run:
         return f"<Run {self.id[:8]} {self.status} steps={len(self.steps)}>"
 
     def _repr_html_(self) -> str:
-        from agentlab._html import run_html
+        from agentlab.agents.html import run_html
 
         return run_html(self)
 
-    # -- internals --------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------
+
+    async def _guarded_step(self) -> Step:
+        """One step; a cancelled run (a timeout, a client that went away) still ends
+        with a recorded status and explanation before the cancellation goes on."""
+        try:
+            step = await self._take_step(len(self.steps) + 1)
+        except asyncio.CancelledError:
+            if not self.done:
+                self._fail(
+                    "cancelled",
+                    "cancelled",
+                    "the run was cancelled while it was running (a timeout around it, or "
+                    "the client that asked for it went away).",
+                    "If a timeout cancelled it, raise that timeout or set a wall-time "
+                    "budget (Budget(wall_time=...)) so the run ends on its own terms.",
+                )
+                await self._finished()
+            raise
+        if not self.done and len(self.steps) >= self.step_limit:
+            self._stop_at_step_limit()  # every step counts, failed ones included
+        if self.done:
+            await self._finished()
+        return step
+
+    async def _take_step(self, index: int) -> Step:
+        agent = self.agent
+        self.current_step = index
+        t0 = time.perf_counter()
+        started_at = self._epoch + t0
+        call = CallContext(
+            self.id,
+            index,
+            budget=self.budget,
+            prices=agent.prices,
+            count_tokens=self._count_tokens,
+            emit=self.emit,
+        )
+        try:
+            context = self.messages if self.memory is None else await self.memory.context()
+            with model_call(call):
+                response = await agent.stack.request(
+                    context, agent.tool_definitions, agent.settings
+                )
+        except ContextOverflowError as exc:
+            return self._not_sent(index, exc, started_at, t0, "context", _CONTEXT_NEXT)
+        except MemoryStoreError as exc:  # recall failed: the model was not asked
+            return self._not_sent(index, exc, started_at, t0, "memory", _MEMORY_NEXT)
+        except BudgetExceededError as exc:
+            step = self._failed_step(index, call, exc, started_at, t0)
+            self._fail("budget_exceeded", "budget", f"{exc}.", exc.hint, exc)
+            return step
+        except ModelError as exc:
+            return self._model_failed(self._failed_step(index, call, exc, started_at, t0), exc)
+        except UserError as exc:  # a definition mistake found at request time
+            step = self._failed_step(index, call, exc, started_at, t0)
+            self._fail("failed", "definition", f"{exc}", "Fix the definition named above.", exc)
+            return step
+        except Exception as exc:  # a provider bug must still end in an explanation
+            error = ModelError(f"{type(exc).__name__}: {exc}", model=agent.model.name)
+            return self._model_failed(self._failed_step(index, call, error, started_at, t0), error)
+        latency_ms = (time.perf_counter() - t0) * 1000
+        usage = response.usage
+        cost = self.account(usage, response.model_name)
+        reply = response.message
+        step = Step(index, reply, usage, cost, latency_ms, [], **_routing(call))
+        self.steps.append(step)
+        self._emit_model_call(step, started_at, reply=reply)
+        self.messages.append(reply)
+        try:
+            self.budget.check_spent()
+        except BudgetExceededError as exc:
+            self.output = reply.content if not reply.tool_calls else None
+            self._fail("budget_exceeded", "budget", f"{exc}.", exc.hint, exc)
+            return step
+        if reply.tool_calls:
+            self._failures.pop("model", None)
+            for tool_call in reply.tool_calls:
+                if self.done:
+                    break
+                await self._call_tool(step, tool_call)
+        elif reply.content:
+            self._finish("completed", output=reply.content)
+        else:
+            step.error = "the model replied with neither a tool call nor any text"
+            self._model_failed(
+                step, UnexpectedModelOutputError(step.error, model=response.model_name)
+            )
+        return step
+
+    @property
+    def step_limit(self) -> int:
+        """Steps this run may take (the agent's max_steps, or the run's step budget)."""
+        return self.budget.budget.steps or self.agent.max_steps
+
+    def _stop_at_step_limit(self) -> None:
+        limit = self.step_limit
+        self._fail(
+            "max_steps",
+            "max_steps",
+            f"the agent used all {limit} steps (max_steps) without reaching a final answer.",
+            "Look at the last steps: if a tool kept failing or returning the same thing, "
+            "fix the tool or its description; if the task needs more steps, raise max_steps.",
+        )
+
+    # -- tool calls -----------------------------------------------------------------
+
+    async def _call_tool(self, step: Step, call: ToolCall) -> None:
+        agent = self.agent
+        t0 = time.perf_counter()
+        started_at = self._epoch + t0
+        handler = agent.tool_handlers.get(call.name)
+        if handler is None:
+            outcome = ToolOutcome(
+                "unknown_tool",
+                f"Unknown tool {call.name!r}. Available tools: "
+                f"{', '.join(agent.tool_names) or '(none)'}. Call one of these, or "
+                "answer directly.",
+            )
+        else:
+            invocation = ToolInvocation(
+                agent.tools_by_name[call.name],
+                call,
+                step.index,
+                f"{self.id}-{step.index}-{len(step.tool_calls) + 1}",
+                self,
+            )
+            try:
+                outcome = await handler(invocation)
+            except BudgetExceededError as exc:
+                self._fail("budget_exceeded", "budget", f"{exc}.", exc.hint, exc)
+                return
+        ok = outcome.status == "ok"
+        error = None if ok else outcome.content
+        latency_ms = (time.perf_counter() - t0) * 1000
+        step.tool_calls.append(
+            ToolCallRecord(
+                name=call.name,
+                arguments=call.arguments,
+                result=outcome.content,
+                status=outcome.status,
+                latency_ms=latency_ms,
+                error=error,
+            )
+        )
+        self.messages.append(
+            ToolMessage(
+                tool_call_id=call.id, name=call.name, content=outcome.content, is_error=not ok
+            )
+        )
+        self.emit(
+            ToolCallEvent(
+                id=f"{self.id}-{step.index}-{len(step.tool_calls)}",
+                run_id=self.id,
+                step=step.index,
+                tool=call.name,
+                arguments=call.arguments,
+                result=outcome.content if outcome.result is None else outcome.result,
+                status=outcome.status,
+                error=error,
+                latency_ms=latency_ms,
+                started_at=started_at,
+                cache=outcome.cache,
+                saved_cost=outcome.saved_cost,
+                saved_latency_ms=outcome.saved_latency_ms,
+            )
+        )
+        if ok:
+            if self._failures:
+                self._failures.pop(call.name, None)
+            return
+        failures = self._failures.get(call.name, 0) + 1
+        self._failures[call.name] = failures
+        if failures > agent.max_retries and not self.done:
+            self._fail(
+                "failed",
+                "tool",
+                f"the call to tool {call.name!r} failed {failures} times in a row; last "
+                f"error: {outcome.content}",
+                "If the model keeps sending bad arguments, make the tool's parameter "
+                "descriptions more precise or use a more capable model; if the tool itself "
+                "raised or timed out, fix the tool or the service behind it.",
+            )
+
+    # -- failures -------------------------------------------------------------------
+
+    def _failed_step(
+        self, index: int, call: CallContext, exc: Exception, started_at: float, t0: float
+    ) -> Step:
+        """Record a step whose model request failed (after its retries and fallbacks)."""
+        step = Step(
+            index,
+            None,
+            Usage(),
+            0.0,
+            (time.perf_counter() - t0) * 1000,
+            error=str(exc),
+            **_routing(call),
+        )
+        self.steps.append(step)
+        self._emit_model_call(step, started_at, reply=None, error=str(exc))
+        return step
+
+    def _not_sent(
+        self, index: int, exc: Exception, started_at: float, t0: float, kind: str, next_: str
+    ) -> Step:
+        """The step's context could not be made (too big, recall failed): record the
+        step as a call that was not sent and end the run."""
+        step = Step(index, None, Usage(), 0.0, (time.perf_counter() - t0) * 1000, error=str(exc))
+        self.steps.append(step)
+        self._emit_model_call(step, started_at, reply=None, error=f"not sent: {exc}")
+        what = f"step {index} could not be sent to the model: {exc}."
+        self._fail("failed", kind, what, next_, exc)
+        return step
+
+    def _model_failed(self, step: Step, exc: ModelError) -> Step:
+        """A model request failed for good (its layers retried and fell back as they
+        were told): an unusable reply may be asked again; anything else ends the run."""
+        if isinstance(exc, UnexpectedModelOutputError):
+            failures = self._failures.get("model", 0) + 1
+            self._failures["model"] = failures
+            if failures <= self.agent.max_retries:
+                return step
+            model = exc.model or self.agent.model.name
+            what = f"the model {model} failed {failures} times in a row: {exc}"
+        else:
+            attempts = len(step.attempts)
+            tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+            what = f"the model {exc.model or self.agent.model.name} failed{tries}: {exc}"
+        self._fail("failed", "model", what, exc.hint, exc)
+        return step
+
+    def _fail(
+        self,
+        status: RunStatus,
+        kind: str,
+        what: str,
+        next_: str,
+        error: BaseException | None = None,
+    ) -> None:
+        self.failure = Failure(
+            kind=kind,
+            what=what,
+            next=next_,
+            tried=tried(self.steps, self.budget.spent()),
+            error=None if error is None else type(error).__name__,
+        )
+        self.status = status
+
+    def _finish(self, status: RunStatus, *, output: str | None = None) -> None:
+        """Set the outcome; :meth:`_finished` records it at the end of the step."""
+        self.status = status
+        self.output = output
+
+    async def _finished(self) -> None:
+        """After the last step: the session summary (if asked for), then the record."""
+        memory = self.agent.memory
+        if (
+            self.status == "completed"
+            and memory is not None
+            and memory.summarize_sessions
+            and self.memory is not None
+        ):
+            try:
+                await self.memory.summarize_session()
+            except (ModelError, MemoryStoreError) as exc:  # the answer stands; say so
+                log.warning("run %s: the session summary was not saved: %s", self.id, exc)
+        self._latency_ms = (time.perf_counter() - self._started) * 1000
+        self.emit(
+            RunFinished(
+                run_id=self.id,
+                status=self.status,
+                output=self.output,
+                explanation=self.explanation,
+                steps=len(self.steps),
+                input_tokens=self._input_tokens,
+                output_tokens=self._output_tokens,
+                cost=self._cost,
+                latency_ms=self._latency_ms,
+                ended_at=time.time(),
+                failure=None if self.failure is None else self.failure.to_dict(),
+            )
+        )
+
+    # -- records ----------------------------------------------------------------------
 
     def _emit_model_call(
         self,
@@ -310,10 +531,8 @@ class Run:
         reply: AssistantMessage | None,
         error: str | None = None,
     ) -> None:
-        if self._tracer is None:
-            return
         context = len(self.messages)
-        self._tracer.emit(
+        self.emit(
             ModelCallEvent(
                 id=f"{self.id}-{step.index}",
                 run_id=self.id,
@@ -330,237 +549,31 @@ class Run:
                 status="ok" if error is None else "error",
                 error=error,
                 started_at=started_at,
+                attempts=step.attempts,
+                served_by=step.served_by,
+                route=step.route,
             )
         )
         self._sent = context + (reply is not None)
 
-    def _not_sent(
-        self, index: int, exc: Exception, started_at: float, t0: float, next_: str
-    ) -> Step:
-        """The step's context could not be made (too big, recall failed): record the
-        step as a call that was not sent and end the run."""
-        step = Step(index, None, Usage(), 0.0, (time.perf_counter() - t0) * 1000, error=str(exc))
-        self.steps.append(step)
-        self._emit_model_call(step, started_at, reply=None, error=f"not sent: {exc}")
-        self._finish(
-            "failed",
-            explanation=explanation(
-                f"step {index} could not be sent to the model: {exc}.", self.steps, next_
-            ),
-        )
-        return step
+    def _count_tokens(self, messages: Sequence[Message]) -> int:
+        """The token counter's estimate of `messages` (counts of the run's own
+        messages are kept, so a step counts only what is new)."""
+        from agentlab.tokens import count_message
 
-    def _model_failed(
-        self,
-        index: int,
-        exc: ModelError,
-        started_at: float,
-        t0: float,
-        recorded: Step | None = None,
-    ) -> Step:
-        """Record a failed model call; retry on the next step or end the run."""
-        if recorded is None:
-            recorded = Step(
-                index=index,
-                response=None,
-                usage=Usage(),
-                cost=0.0,
-                latency_ms=(time.perf_counter() - t0) * 1000,
-                error=str(exc),
-            )
-            self.steps.append(recorded)
-            self._emit_model_call(recorded, started_at, reply=None, error=str(exc))
-        else:
-            recorded.error = str(exc)
-        failures = self._failures.get("model", 0) + 1
-        self._failures["model"] = failures
-        retryable = exc.retryable and not isinstance(exc, ModelAuthError)
-        if retryable and failures <= self.agent.max_retries:
-            return recorded
-        model = self.agent.model.name
-        if isinstance(exc, ModelAuthError):
-            next_ = (
-                "Check the API key (the api_key argument or OPENAI_API_KEY) and that "
-                "it is allowed to use this model."
-            )
-        elif isinstance(exc, ModelUnavailableError):
-            next_ = (
-                "Check that the model server is running and reachable at the "
-                "configured base URL, then run again; or configure a fallback model."
-            )
-        elif isinstance(exc, ModelRequestsBlockedError):
-            next_ = "Use a scripted model here, or opt in with allow_model_requests(True)."
-        elif isinstance(exc, UnexpectedModelOutputError):
-            next_ = "Try a more capable model, a lower temperature, or fewer and clearer tools."
-        else:
-            next_ = "Read the error above; if it is a bug in a provider, report it."
-        tries = f" (after {failures} attempts)" if failures > 1 else ""
-        self._finish(
-            "failed",
-            explanation=explanation(f"the model {model} failed{tries}: {exc}", self.steps, next_),
-        )
-        return recorded
-
-    async def _call_tool(self, step: Step, call: ToolCall) -> None:
-        agent = self.agent
-        t0 = time.perf_counter()
-        started_at = self._epoch + t0
-        tool = agent.tools_by_name.get(call.name)
-        status: ToolCallStatus = "ok"
-        error: str | None = None
-        cache: Literal["hit", "miss"] | None = None
-        saved_cost = saved_latency_ms = None
-        if tool is None:
-            status = "unknown_tool"
-            content = (
-                f"Unknown tool {call.name!r}. Available tools: "
-                f"{', '.join(agent.tool_names) or '(none)'}. Call one of these, or "
-                "answer directly."
-            )
-        else:
-            try:
-                args = tool.args_model.model_validate_json(call.arguments or "{}")
-            except ValidationError as exc:
-                status, content = "invalid_arguments", format_validation_error(tool.name, exc)
-            else:
-                memory = self.memory if tool.cache_ttl is not None else None
-                hit = memory.cached(tool, args) if memory is not None else None
-                if hit is not None:
-                    cache, content = "hit", str(hit["result"])
-                    saved_cost, saved_latency_ms = tool.cost, hit.get("latency_ms")
-                else:
-                    if tool.timeout is None and not tool.is_async:  # fast path: inline
-                        try:
-                            content = serialize_result(tool.function(**args.__dict__))
-                        except Exception as exc:
-                            status, content = _tool_error(tool, exc)
-                    else:
-                        status, content = await _invoke(tool, args)
-                    if memory is not None:
-                        cache = "miss"
-                        if status == "ok":
-                            elapsed_ms = (time.perf_counter() - t0) * 1000
-                            memory.cache(tool, args, content, elapsed_ms)
-        if status != "ok":
-            error = content
-        latency_ms = (time.perf_counter() - t0) * 1000
-        step.tool_calls.append(
-            ToolCallRecord(
-                name=call.name,
-                arguments=call.arguments,
-                result=content,
-                status=status,
-                latency_ms=latency_ms,
-                error=error,
-            )
-        )
-        self.messages.append(
-            ToolMessage(
-                tool_call_id=call.id, name=call.name, content=content, is_error=status != "ok"
-            )
-        )
-        if self._tracer is not None:
-            self._tracer.emit(
-                ToolCallEvent(
-                    id=f"{self.id}-{step.index}-{len(step.tool_calls)}",
-                    run_id=self.id,
-                    step=step.index,
-                    tool=call.name,
-                    arguments=call.arguments,
-                    result=content,
-                    status=status,
-                    error=error,
-                    latency_ms=latency_ms,
-                    started_at=started_at,
-                    cache=cache,
-                    saved_cost=saved_cost,
-                    saved_latency_ms=saved_latency_ms,
-                )
-            )
-        if status == "ok":
-            if self._failures:
-                self._failures.pop(call.name, None)
-            return
-        failures = self._failures.get(call.name, 0) + 1
-        self._failures[call.name] = failures
-        if failures > agent.max_retries and not self.done:
-            self._finish(
-                "failed",
-                explanation=explanation(
-                    f"the call to tool {call.name!r} failed {failures} times in a row; last "
-                    f"error: {content}",
-                    self.steps,
-                    "If the model keeps sending bad arguments, make the tool's parameter "
-                    "descriptions more precise or use a more capable model; if the tool "
-                    "itself raised or timed out, fix the tool or the service behind it.",
-                ),
-            )
-
-    def _finish(
-        self, status: RunStatus, *, output: str | None = None, explanation: str | None = None
-    ) -> None:
-        """Set the outcome; :meth:`_finished` records it at the end of the step."""
-        self.status = status
-        self.output = output
-        self.explanation = explanation
-
-    async def _finished(self) -> None:
-        """After the last step: the session summary (if asked for), then the record."""
-        memory = self.agent.memory
-        if (
-            self.status == "completed"
-            and memory is not None
-            and memory.summarize_sessions
-            and self.memory is not None
-        ):
-            try:
-                await self.memory.summarize_session()
-            except (ModelError, MemoryStoreError) as exc:  # the answer stands; say so
-                log.warning("run %s: the session summary was not saved: %s", self.id, exc)
-        self._latency_ms = (time.perf_counter() - self._started) * 1000
-        if self._tracer is not None:
-            self._tracer.emit(
-                RunFinished(
-                    run_id=self.id,
-                    status=self.status,
-                    output=self.output,
-                    explanation=self.explanation,
-                    steps=len(self.steps),
-                    input_tokens=self._input_tokens,
-                    output_tokens=self._output_tokens,
-                    cost=self._cost,
-                    latency_ms=self._latency_ms,
-                    ended_at=time.time(),
-                )
-            )
+        counter = self.agent.token_counter
+        if messages is self.messages:
+            counts = self._token_counts
+            counts.extend(count_message(counter, m) for m in messages[len(counts) :])
+            return sum(counts)
+        return sum(count_message(counter, m) for m in messages)
 
 
-async def _invoke(tool: Tool, args: Any) -> tuple[ToolCallStatus, str]:
-    """Call a tool with its time limit; failures become messages for the model."""
-    try:
-        if tool.timeout is None:
-            result = await tool.call(args)
-        else:
-            async with asyncio.timeout(tool.timeout):
-                if tool.is_async:
-                    result = await tool.call(args)
-                else:  # a sync tool cannot be interrupted: wait for it in a thread
-                    result = await asyncio.to_thread(tool.function, **args.__dict__)
-    except TimeoutError:
-        return "timeout", (
-            f"Tool {tool.name!r} did not finish within {tool.timeout} s and "
-            "was abandoned. Try different arguments or another approach."
-        )
-    except Exception as exc:
-        return _tool_error(tool, exc)
-    return "ok", serialize_result(result)
-
-
-def _tool_error(tool: Tool, exc: Exception) -> tuple[ToolCallStatus, str]:
-    """The message the model gets when a tool raises."""
-    if isinstance(exc, ToolRetry):
-        return "error", str(exc)
-    return "error", (
-        f"Tool {tool.name!r} raised {type(exc).__name__}: {exc}. Try different "
-        "arguments, another tool, or explain the problem in your answer."
-    )
+def _routing(call: CallContext) -> dict[str, Any]:
+    """The step's routing facts from its call context."""
+    return {
+        "attempts": [a.to_dict() for a in call.attempts],
+        "served_by": call.served_by or (call.attempts[-1].model if call.attempts else None),
+        "route": call.route,
+        "fallbacks": list(call.fallbacks),
+    }

@@ -2,7 +2,11 @@
 it, a ReAct agent, scripted questions with expected answers, and a runner that
 prints per-run metrics and a SQL query over the traces (``agentlab demo``)."""
 
-from agentlab.demo.database import create_demo_database, demo_database_path
+from agentlab.demo.database import (
+    create_demo_database,
+    demo_database_path,
+    shared_demo_database,
+)
 from agentlab.demo.questions import QUESTIONS, DemoQuestion, ExpectedCall
 from agentlab.demo.runner import run_demo
 from agentlab.demo.support import build_support_agent, support_tools
@@ -15,5 +19,6 @@ __all__ = [
     "create_demo_database",
     "demo_database_path",
     "run_demo",
+    "shared_demo_database",
     "support_tools",
 ]

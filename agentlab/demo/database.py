@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,12 @@ import duckdb
 
 from agentlab.errors import UserError
 
-__all__ = ["connect_readonly", "create_demo_database", "demo_database_path"]
+__all__ = [
+    "connect_readonly",
+    "create_demo_database",
+    "demo_database_path",
+    "shared_demo_database",
+]
 
 DATABASE_NAME = "shop.duckdb"
 
@@ -61,3 +67,23 @@ def connect_readonly(path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def shared_demo_database(workspace: Path) -> Path:
+    """The workspace's demo database, created once even when kernels race for it."""
+    path = demo_database_path(workspace)
+    with _file_lock(path.with_name(path.name + ".lock")):
+        if not path.is_file():
+            create_demo_database(path)
+    return path

@@ -13,11 +13,9 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agentlab.demo.database import create_demo_database, demo_database_path
 from agentlab.errors import UserError
 from agentlab.evals.dataset import Dataset, load_dataset
 from agentlab.evals.report import EvalReport, GateFailure
@@ -26,7 +24,6 @@ from agentlab.models import Model, infer_model
 
 __all__ = [
     "EVAL_MIME_TYPE",
-    "demo_database",
     "display_eval",
     "eval_bundle",
     "load_cases",
@@ -111,31 +108,6 @@ def parse_gates(gates: Mapping[str, str] | str | None) -> dict[str, str]:
     if not isinstance(gates, Mapping):
         raise UserError(f"gates must be a mapping of metric to condition, not {gates!r}")
     return {str(k): str(v) for k, v in gates.items()}
-
-
-@contextmanager
-def _file_lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: no lock, best effort
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def demo_database(workspace: Path) -> Path:
-    """The workspace's demo database, created once even when kernels race for it."""
-    path = demo_database_path(workspace)
-    with _file_lock(path.with_name(path.name + ".lock")):
-        if not path.is_file():
-            create_demo_database(path)
-    return path
 
 
 def eval_bundle(

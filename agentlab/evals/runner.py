@@ -4,7 +4,6 @@ events next to the runs they came from (tables ``eval_results`` and ``eval_runs`
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 from agentlab._sync import run_sync
 from agentlab.agents import Agent, Tracer
+from agentlab.budgets import Budget
 from agentlab.errors import UserError
 from agentlab.evals.dataset import Case, Dataset, load_dataset
 from agentlab.evals.metrics import compute_metrics
@@ -104,12 +104,9 @@ async def _evaluate_case(
     metadata: dict[str, Any],
     tracer: Tracer,
 ) -> CaseResult:
-    runner = agent
-    if case.max_steps is not None:  # a copy, so concurrent cases keep their own limit
-        runner = copy.copy(agent)
-        runner.max_steps = case.max_steps
-    result = await runner.run(
-        case.input, metadata={**metadata, "eval_id": eval_id, "case_id": case.id}
+    steps = None if case.max_steps is None else Budget(steps=case.max_steps)
+    result = await agent.run(
+        case.input, metadata={**metadata, "eval_id": eval_id, "case_id": case.id}, budget=steps
     )
     score = scorer(case, result)
     if not isinstance(score, Score) or not 0.0 <= score.value <= 1.0:

@@ -22,8 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Memory": "agentlab.memory.agent_memory",
     "WorkingMemory": "agentlab.memory.working",
     "ContextOverflowError": "agentlab.memory.working",
-    "EstimateCounter": "agentlab.memory.tokens",
-    "TokenCounter": "agentlab.memory.tokens",
+    "EstimateCounter": "agentlab.tokens",
+    "TokenCounter": "agentlab.tokens",
     # short-term
     "ShortTermStore": "agentlab.memory.short_term",
     "EmbeddedStore": "agentlab.memory.short_term",

@@ -20,6 +20,8 @@ from agentlab.memory.short_term import ShortTermStore
 if TYPE_CHECKING:
     import redis
 
+    from agentlab.resilience import RedisBreakerStore
+
 __all__ = ["RedisStore"]
 
 P = ParamSpec("P")
@@ -81,6 +83,13 @@ class RedisStore(ShortTermStore):
 
     def __repr__(self) -> str:
         return f"RedisStore({self._shown_url!r}, prefix={self.prefix!r})"
+
+    def breaker_store(self) -> RedisBreakerStore:
+        """Circuit-breaker state on this Redis server, shared by every process using
+        it (agents whose short-term memory is this store use it by default)."""
+        from agentlab.resilience import RedisBreakerStore
+
+        return RedisBreakerStore(self.url if self._owns_client else self._client)
 
     def get_raw(self, namespace: str, key: str) -> str | None:
         # decode_responses=True: a str, never bytes

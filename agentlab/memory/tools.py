@@ -1,7 +1,7 @@
 """The tools that let a model use long-term memory: ``recall`` and ``remember``.
 
 They act on the memory of the run that calls them (see
-:func:`~agentlab.agents.current.current_run`); an agent gets them from its
+:func:`~agentlab.current_run`); an agent gets them from its
 :class:`~agentlab.memory.agent_memory.Memory` settings.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from agentlab.agents.current import current_run
-from agentlab.agents.run_memory import RunMemory
+from agentlab._context import current_run
 from agentlab.errors import UserError
 from agentlab.memory.agent_memory import Memory
+from agentlab.memory.session import RunMemory
 from agentlab.tools import Tool
 
 __all__ = ["memory_tools"]

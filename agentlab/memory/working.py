@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agentlab.errors import RunError, UserError
-from agentlab.memory.tokens import MESSAGE_OVERHEAD, TokenCounter, count_message
 from agentlab.messages import Message, SystemMessage, ToolDefinition
+from agentlab.tokens import MESSAGE_OVERHEAD, TokenCounter, count_message
 
 if TYPE_CHECKING:
     from agentlab.models import Model
@@ -136,7 +136,7 @@ class WorkingMemory:
         """Choose the messages for one step.
 
         `counts` holds the tokens of each conversation message (with
-        :func:`~agentlab.memory.tokens.count_message`); `summary` summarises the
+        :func:`~agentlab.tokens.count_message`); `summary` summarises the
         messages in `summary_covers`, and is used if some of them are dropped.
         """
         head = leading_system(conversation)

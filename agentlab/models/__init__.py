@@ -17,14 +17,23 @@ from agentlab.models.base import (
     check_allow_model_requests,
     set_allow_model_requests,
 )
+from agentlab.models.fallback import FallbackModel
+from agentlab.models.retry import RetryModel, RetryPolicy
+from agentlab.models.router import RouterModel
 from agentlab.models.scripted import FunctionModel, SchemaModel
+from agentlab.models.wrapper import WrapperModel
 
 __all__ = [
+    "FallbackModel",
     "FunctionModel",
     "Model",
     "ModelResponse",
     "ModelSettings",
+    "RetryModel",
+    "RetryPolicy",
+    "RouterModel",
     "SchemaModel",
+    "WrapperModel",
     "allow_model_requests",
     "check_allow_model_requests",
     "infer_model",

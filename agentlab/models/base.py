@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
 
 from agentlab.errors import ModelRequestsBlockedError
-from agentlab.memory.tokens import EstimateCounter, TokenCounter
 from agentlab.messages import AssistantMessage, Message, ToolDefinition
+from agentlab.tokens import EstimateCounter, TokenCounter
 from agentlab.usage import Usage
 
 __all__ = [
@@ -63,9 +63,19 @@ class Model(ABC):
     ) -> ModelResponse:
         """Send `messages` (and the tools the model may call); return its reply."""
 
+    @property
+    def leaves(self) -> tuple[Model, ...]:
+        """The endpoint models this model sends requests to (itself for a provider)."""
+        return (self,)
+
+    def map_leaves(self, wrap: Callable[[Model], Model]) -> Model:
+        """This model with each endpoint replaced by ``wrap(endpoint)``; composed
+        models (fallbacks, routers) rebuild themselves around the wrapped endpoints."""
+        return wrap(self)
+
     def token_counter(self) -> TokenCounter:
         """How working memory counts this model's tokens: its own tokenizer where
-        one is available offline, else an estimate (see :mod:`agentlab.memory.tokens`)."""
+        one is available offline, else an estimate (see :mod:`agentlab.tokens`)."""
         return EstimateCounter()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook

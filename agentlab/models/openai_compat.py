@@ -4,20 +4,26 @@ servers, LiteLLM, ``agentlab serve-model``) through the official ``openai`` SDK.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
+import re
+import time
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from agentlab.errors import (
+    MalformedResponseError,
     MissingExtraError,
     ModelAuthError,
     ModelError,
+    ModelRequestError,
     ModelUnavailableError,
     UserError,
 )
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, to_openai
 from agentlab.models.base import Model, ModelResponse, ModelSettings, check_allow_model_requests
+from agentlab.redact import register_secret
 from agentlab.usage import Usage
 
 if TYPE_CHECKING:
@@ -27,6 +33,7 @@ __all__ = ["OpenAIModel"]
 
 _PLACEHOLDER_KEY = "not-needed"
 _DEFAULT_ENDPOINT = "https://api.openai.com/v1"
+_USERINFO = re.compile(r"(://[^/@:\s]*:)[^/@\s]*@")
 
 
 class OpenAIModel(Model):
@@ -34,8 +41,13 @@ class OpenAIModel(Model):
 
     `base_url` and `api_key` default to ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``.
     A custom `base_url` without any key gets a placeholder key (local servers
-    ignore it). SDK errors are translated into :class:`ModelUnavailableError`
-    (retryable), :class:`ModelAuthError` or :class:`ModelError`.
+    ignore it). The SDK's own retries are off (``max_retries=0``): the agent's
+    retry layer makes every attempt, so each one is counted and traced. SDK errors
+    are translated at this boundary: timeouts, connection errors, 429 and 5xx into
+    :class:`ModelUnavailableError` (retryable, with the server's ``Retry-After``),
+    401/403 into :class:`ModelAuthError`, other 4xx into
+    :class:`ModelRequestError`, and a reply that is not a chat completion into
+    :class:`MalformedResponseError` (retryable).
     """
 
     def __init__(
@@ -44,7 +56,7 @@ class OpenAIModel(Model):
         *,
         base_url: str | None = None,
         api_key: str | None = None,
-        max_retries: int = 2,
+        max_retries: int = 0,
         timeout: float = 60.0,
     ) -> None:
         self.model = name
@@ -57,6 +69,7 @@ class OpenAIModel(Model):
                     "or point base_url at an OpenAI-compatible server."
                 )
             key = _PLACEHOLDER_KEY
+        register_secret(key)  # never in a trace, an explanation or a log line
         self._api_key = key
         self.max_retries = max_retries
         self.timeout = timeout
@@ -70,8 +83,8 @@ class OpenAIModel(Model):
 
     @property
     def endpoint(self) -> str:
-        """The base URL requests go to."""
-        return self.base_url or _DEFAULT_ENDPOINT
+        """The base URL requests go to, with any password in it masked."""
+        return _masked(self.base_url or _DEFAULT_ENDPOINT)
 
     def _client(self) -> openai.AsyncOpenAI:
         """The SDK client for the running event loop (clients are bound to one loop:
@@ -109,16 +122,22 @@ class OpenAIModel(Model):
             completion = await client.chat.completions.create(**kwargs)
         except _openai().APIError as e:
             raise self._translate(e) from e
+        except ValueError as e:  # the body is not JSON (json.JSONDecodeError)
+            raise self._malformed(f"a body that is not JSON ({e})") from e
         return self._response(completion)
 
+    def _malformed(self, what: str) -> MalformedResponseError:
+        return MalformedResponseError(
+            f"{self.name} at {self.endpoint} answered with {what}.", model=self.name
+        )
+
     def _response(self, completion: Any) -> ModelResponse:
-        if not completion.choices:
-            raise ModelError(
-                f"{self.endpoint} returned no choices for {self.name}.",
-                model=self.name,
-                retryable=True,
-            )
-        message = completion.choices[0].message
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list):
+            raise self._malformed(f"something that is not a chat completion: {completion!r:.200}")
+        if not choices or getattr(choices[0], "message", None) is None:
+            raise self._malformed("no choices")
+        message = choices[0].message
         calls = tuple(
             ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
             for c in message.tool_calls or ()
@@ -140,28 +159,35 @@ class OpenAIModel(Model):
         openai = _openai()
 
         where = f"{self.name} at {self.endpoint}"
-        if isinstance(error, openai.APITimeoutError | openai.APIConnectionError):
+        if isinstance(error, openai.APITimeoutError):
             return ModelUnavailableError(
-                f"Could not reach {where} ({error}). Check that the server is running and "
-                "that the base URL is right.",
+                f"{where} did not answer within {self.timeout:g} s (timeout).",
                 model=self.name,
-                retryable=True,
             )
+        if isinstance(error, openai.APIConnectionError):
+            return ModelUnavailableError(
+                f"Could not reach {where} ({_masked(str(error))}).", model=self.name
+            )
+        if isinstance(error, openai.APIResponseValidationError):
+            return self._malformed(f"a body that is not a chat completion ({error})")
+        status = getattr(error, "status_code", None)
+        message = _server_message(error)
         if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
             return ModelAuthError(
-                f"{where} rejected the credentials ({_server_message(error)}). Check "
-                "OPENAI_API_KEY or the api_key argument.",
+                f"{where} rejected the credentials ({message}).",
                 model=self.name,
+                status_code=status,
             )
-        if isinstance(error, openai.RateLimitError | openai.InternalServerError) or (
-            isinstance(error, openai.APIStatusError) and error.status_code >= 500
-        ):
+        if status == 429 or (status is not None and status >= 500):
             return ModelUnavailableError(
-                f"{where} is unavailable right now ({_server_message(error)}); try again later.",
+                f"{where} is unavailable right now ({message}).",
                 model=self.name,
-                retryable=True,
+                status_code=status,
+                retry_after=_retry_after(error),
             )
-        return ModelError(f"{where} refused the request: {_server_message(error)}", model=self.name)
+        return ModelRequestError(
+            f"{where} refused the request ({message}).", model=self.name, status_code=status
+        )
 
     async def aclose(self) -> None:
         """Close the client of the running event loop (others close with their loop)."""
@@ -178,10 +204,37 @@ def _openai() -> Any:
     return openai
 
 
+def _masked(url: str) -> str:
+    """`url` with the password of any ``user:password@`` part replaced by ***."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+def _retry_after(error: openai.APIError) -> float | None:
+    """Seconds from the response's ``Retry-After`` (or ``retry-after-ms``) header."""
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        if headers.get("retry-after-ms"):
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:  # an HTTP date
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
 def _server_message(error: openai.APIError) -> str:
     """The error message the server sent, with the HTTP status."""
     body = getattr(error, "body", None)
     message = body.get("message") if isinstance(body, dict) else None
     status = getattr(error, "status_code", None)
     text = message or getattr(error, "message", None) or str(error)
+    text = _masked(str(text))
     return f"HTTP {status}: {text}" if status else text

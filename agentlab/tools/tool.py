@@ -104,7 +104,7 @@ class Tool:
         return f"Tool({self.name!r})"
 
     def _repr_html_(self) -> str:
-        from agentlab._html import tool_html
+        from agentlab.tools.html import tool_html
 
         return tool_html(self)
 

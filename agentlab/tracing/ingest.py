@@ -108,6 +108,16 @@ _COLUMNS = {
     "hit": "BOOLEAN",
     "ttl": "DOUBLE",
     "detail": "VARCHAR",
+    # production layers
+    "attempts": "JSON",
+    "served_by": "VARCHAR",
+    "route": "VARCHAR",
+    "failure": "JSON",
+    "breaker": "VARCHAR",
+    "from_state": "VARCHAR",
+    "to_state": "VARCHAR",
+    "failures": "INTEGER",
+    "reason": "VARCHAR",
 }
 
 
@@ -139,7 +149,8 @@ ON CONFLICT (run_id) DO UPDATE SET
 _INSERT_MODEL_CALLS = f"""
 INSERT INTO model_calls
 SELECT id, run_id, step, model, messages, context_messages, tools, response,
-       input_tokens, output_tokens, cost, latency_ms, status, error, {_ts("started_at")}
+       input_tokens, output_tokens, cost, latency_ms, status, error, {_ts("started_at")},
+       attempts, served_by, route
 FROM _batch
 WHERE kind = 'model_call' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
 ON CONFLICT DO NOTHING
@@ -171,16 +182,17 @@ WHERE runs.run_id = t.run_id
 
 _INSERT_FINISHED = f"""
 INSERT INTO runs (run_id, status, output, explanation, steps, input_tokens, output_tokens,
-                  cost, latency_ms, ended_at, segment)
+                  cost, latency_ms, ended_at, segment, failure)
 SELECT run_id, status, output, explanation, steps, input_tokens, output_tokens, cost,
-       latency_ms, {_ts("ended_at")}, segment
+       latency_ms, {_ts("ended_at")}, segment, failure
 FROM _batch WHERE kind = 'run_finished' AND run_id IS NOT NULL AND status IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ended_at DESC) = 1
 ON CONFLICT (run_id) DO UPDATE SET
     status = excluded.status, output = excluded.output, explanation = excluded.explanation,
     steps = excluded.steps, input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens, cost = excluded.cost,
-    latency_ms = excluded.latency_ms, ended_at = excluded.ended_at, segment = excluded.segment
+    latency_ms = excluded.latency_ms, ended_at = excluded.ended_at, segment = excluded.segment,
+    failure = excluded.failure
 """
 
 _MARK_INTERRUPTED = """
@@ -248,6 +260,13 @@ INSERT INTO eval_runs
 SELECT eval_id, name, dataset, agent, model, cases, metrics, metadata, {_ts("started_at")},
        {_ts("ended_at")}
 FROM _batch WHERE kind = 'eval_run' AND eval_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_BREAKER_TRANSITIONS = f"""
+INSERT INTO breaker_transitions
+SELECT id, run_id, step, breaker, from_state, to_state, failures, reason, {_ts("started_at")}
+FROM _batch WHERE kind = 'breaker_transition' AND id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -393,6 +412,7 @@ def _ingest_pass(
             con.execute(_INSERT_MEMORY_OPS)
             con.execute(_INSERT_EVAL_RESULTS)
             con.execute(_INSERT_EVAL_RUNS)
+            con.execute(_INSERT_BREAKER_TRANSITIONS)
         if finished:
             con.execute(_MARK_INTERRUPTED, {"dead": [s.name for s in finished]})
         if advanced:

@@ -27,7 +27,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             agent VARCHAR,
             model VARCHAR,
             input VARCHAR,
-            status VARCHAR NOT NULL,  -- running|completed|failed|max_steps|interrupted
+            status VARCHAR NOT NULL,  -- see agentlab.events.RunStatus
             output VARCHAR,
             explanation VARCHAR,
             steps INTEGER,
@@ -163,6 +163,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             hit BOOLEAN,
             ttl DOUBLE,
             detail VARCHAR,
+            started_at TIMESTAMP
+        );
+        """,
+    ),
+    (
+        4,
+        "production layers: attempts and routing per model call, failure records, breakers",
+        """
+        ALTER TABLE model_calls ADD COLUMN attempts JSON;  -- every request sent, with its wait
+        ALTER TABLE model_calls ADD COLUMN served_by VARCHAR;  -- the model that answered
+        ALTER TABLE model_calls ADD COLUMN route VARCHAR;  -- why it answered (fallback, router)
+        ALTER TABLE runs ADD COLUMN failure JSON;  -- {what, tried, next, ...} when it ended badly
+        CREATE TABLE breaker_transitions (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR,  -- the run that saw the transition ('' when none)
+            step INTEGER,
+            breaker VARCHAR,
+            from_state VARCHAR,
+            to_state VARCHAR,  -- closed|open|half_open
+            failures INTEGER,
+            reason VARCHAR,
             started_at TIMESTAMP
         );
         """,

@@ -116,8 +116,9 @@ class TraceStore:
         if not rows:
             return None
         run = dict(zip(columns, rows[0], strict=True))
-        if run["metadata"] is not None:
-            run["metadata"] = json.loads(run["metadata"])
+        for column in ("metadata", "failure"):
+            if run.get(column) is not None:
+                run[column] = json.loads(run[column])
         return run
 
     def steps(self, run_id: str) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 A DuckDB file can be opened by one process only, and agents run in many
 processes at once, so writers never touch DuckDB. Each process appends one JSON
-line per event to ``WORKSPACE/traces/segments/<pid>-<random>.jsonl`` and holds an
+line per event (secrets redacted, readable by its owner only) to
+``WORKSPACE/traces/segments/<pid>-<random>.jsonl`` and holds an
 exclusive ``flock`` on that file while it lives: the trace store ingests the
 lines into DuckDB and can tell a live segment (locked) from one whose writer is
 gone (unlocked).
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from agentlab.errors import TraceStoreError
 from agentlab.events import Event, dump_event
+from agentlab.redact import default_redactor
 from agentlab.workspace import resolve_workspace
 
 __all__ = ["TraceWriter", "close_writers", "get_writer", "segments_dir"]
@@ -74,8 +76,12 @@ class TraceWriter:
         return self._path
 
     def emit(self, event: Event) -> None:
-        """Append one event (see the class docstring for when it is on disk)."""
-        data = dump_event(event) + b"\n"
+        """Append one event (see the class docstring for when it is on disk).
+
+        Secrets are redacted first (:mod:`agentlab.redact`): API keys, tokens, and
+        the values of fields named like password, secret or api_key never reach disk.
+        """
+        data = dump_event(default_redactor().redact_event(event)) + b"\n"
         with self._lock:
             if not self.durable:
                 self._buffer.append(data)
@@ -119,7 +125,7 @@ class TraceWriter:
         creating = self._dir / f".{name}{CREATING_SUFFIX}"
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(creating, flags, 0o644)
+            fd = os.open(creating, flags, 0o600)  # traces hold inputs: owner only
         except OSError as exc:
             raise TraceStoreError(f"cannot create a trace segment in {self._dir}: {exc}") from exc
         try:

@@ -12,8 +12,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from agentlab import _html
-from agentlab.memory.tokens import message_text
 from agentlab.messages import Message
+from agentlab.tokens import message_text
 from agentlab.tracing import TraceStore
 from agentlab.tracing.memory_view import StepMemory, memory_steps, step_memory
 

@@ -13,7 +13,6 @@ from urllib.parse import quote
 
 from agentlab.errors import MemoryStoreError
 from agentlab.events import ContextWindowEvent, MemoryOpEvent, MemoryRetrievalEvent
-from agentlab.memory.tokens import count_message, message_text
 from agentlab.memory.working import (
     ContextOverflowError,
     ContextWindow,
@@ -23,12 +22,14 @@ from agentlab.memory.working import (
 )
 from agentlab.messages import Message, SystemMessage, UserMessage
 from agentlab.models import Model, ModelSettings
+from agentlab.redact import redact_text
+from agentlab.tokens import count_message, message_text
 from agentlab.usage import Usage
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from agentlab.agents.run import Run
+    from agentlab._context import RunContext
     from agentlab.memory.agent_memory import Memory
     from agentlab.memory.long_term import MemoryHit
     from agentlab.memory.short_term import KeyAccess, SessionMemory, ShortTermStore
@@ -49,7 +50,9 @@ _SUMMARY_PROMPT = (
 class RunMemory:
     """Memory state of one run; the run loop calls it, tools reach it through the run."""
 
-    def __init__(self, run: Run, memory: Memory | None, cache_store: ShortTermStore | None) -> None:
+    def __init__(
+        self, run: RunContext, memory: Memory | None, cache_store: ShortTermStore | None
+    ) -> None:
         self.run = run
         self.memory = memory
         store = memory.short_term if memory is not None else None
@@ -207,6 +210,7 @@ class RunMemory:
         """Write a memory for this run's user and session; return its id."""
         memory, run = self.memory, self.run
         assert memory is not None and memory.long_term is not None
+        text = redact_text(text)  # a secret must not live on in long-term memory
         memory_id = memory.long_term.add(
             text, kind=kind, user=run.user, session=run.session, source=f"run:{run.id}"
         )
@@ -326,9 +330,7 @@ class RunMemory:
         return f"{self.run.id}-{self.run.current_step}-{prefix}{self._serial:06d}"
 
     def _emit(self, event: Any) -> None:
-        tracer = self.run.tracer
-        if tracer is not None:
-            tracer.emit(event)
+        self.run.emit(event)
 
 
 def _cache_key(tool: Tool, args: BaseModel) -> str:
