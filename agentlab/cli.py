@@ -125,6 +125,27 @@ def sql(
     typer.echo(TraceStore(workspace).df(query).to_string(index=False))
 
 
+@app.command()
+def alerts(
+    limit: Annotated[int, typer.Option(help="How many of the latest alerts.")] = 20,
+    workspace: Workspace = None,
+) -> None:
+    """List the latest loop alerts (the same tool call repeated, no progress)."""
+    from agentlab.tracing import TraceStore
+
+    rows = TraceStore(workspace).sql(
+        "SELECT a.started_at, a.run_id, r.agent, a.step, a.alert, a.stopped, a.message "
+        "FROM alerts a LEFT JOIN runs r USING (run_id) ORDER BY a.started_at DESC LIMIT ?",
+        [limit],
+    )
+    if not rows:
+        typer.echo("no alerts")
+    for at, run_id, agent, step, alert, stopped, message in rows:
+        action = " (run stopped)" if stopped else ""
+        typer.echo(f"{at:%Y-%m-%d %H:%M:%S} {run_id[:8]} {agent} step {step}: {alert}{action}")
+        typer.echo(f"    {message}")
+
+
 def main() -> None:
     """Entry point of the `agentlab` script: agentlab's errors print as one clear
     message (exit status 2), not a traceback."""

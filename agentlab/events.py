@@ -4,7 +4,7 @@ Events are the unit of durability: the trace writer appends each one to disk as
 soon as it happens, and the trace store ingests them into DuckDB tables
 (``runs``, ``model_calls``, ``tool_calls``; memory adds ``context_windows``,
 ``memory_retrievals`` and ``memory_ops``; evaluations add ``eval_runs`` and
-``eval_results``; circuit breakers ``breaker_transitions``).
+``eval_results``; circuit breakers ``breaker_transitions``; loop alerts ``alerts``).
 
 Events are plain dataclasses, validated and serialized by pydantic: the run loop
 builds them from values that are already typed, so construction skips validation
@@ -24,6 +24,7 @@ from agentlab.messages import AssistantMessage, Message
 
 __all__ = [
     "EVENT_KINDS",
+    "AlertEvent",
     "BreakerTransitionEvent",
     "ContextWindowEvent",
     "EvalCaseResult",
@@ -163,6 +164,24 @@ class BreakerTransitionEvent:
 
 
 @dataclass(slots=True, kw_only=True)
+class AlertEvent:
+    """Something about run `run_id` looks wrong at step `step`: the same tool call
+    repeated (``repeated_call``), no progress over several steps (``no_progress``)."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["alert"] = "alert"
+    id: str
+    run_id: str
+    step: int
+    alert: str
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False  # the agent was set to stop the run on it
+    started_at: float
+
+
+@dataclass(slots=True, kw_only=True)
 class ContextWindowEvent:
     """What working memory sent the model at step `step` (indices into the run's
     conversation), what it left out, and the summary call it made, if any."""
@@ -287,7 +306,8 @@ Event = Annotated[
     | MemoryOpEvent
     | EvalCaseResult
     | EvalRunSummary
-    | BreakerTransitionEvent,
+    | BreakerTransitionEvent
+    | AlertEvent,
     Field(discriminator="kind"),
 ]
 EVENT_KINDS: tuple[str, ...] = (
@@ -301,6 +321,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "eval_case_result",
     "eval_run",
     "breaker_transition",
+    "alert",
 )
 """The `kind` of every event type (the trace store ignores lines of other kinds)."""
 _SERIALIZERS: dict[type, SchemaSerializer] = {}

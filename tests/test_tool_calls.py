@@ -191,3 +191,31 @@ def test_a_huge_result_is_cut_for_the_model_and_stored_once(workspace) -> None:
         "select messages from model_calls where run_id = ? order by step", [result.run_id]
     )
     assert max(len(json.dumps(m[0])) for m in messages) < 20_000, "the whole result once"
+
+
+def test_a_failing_tool_trips_its_breaker_and_is_not_called_while_open(workspace) -> None:
+    from agentlab.resilience import BreakerConfig
+
+    calls: list[str] = []
+
+    @tool
+    def flaky(order_id: str) -> str:
+        """Ask the flaky order service.
+
+        Args:
+            order_id: The order id.
+        """
+        calls.append(order_id)
+        raise ConnectionError("order service down")
+
+    store = TraceStore(workspace)
+    model = calls_then_answers(*[("flaky", f'{{"order_id": "O-{i}"}}') for i in range(4)])
+    breaker = BreakerConfig(failure_threshold=2, window_s=60, cooldown_s=30)
+    agent = ReActAgent(model, [flaky], trace=store, max_retries=10, breaker=breaker)
+    run = agent.start("check")
+    run.finish_sync()
+    assert calls == ["O-0", "O-1"], "not called while its breaker is open"
+    third = run.steps[2].tool_calls[0].result
+    assert "is unavailable right now" in third and "circuit breaker is open" in third
+    rows = store.sql("select breaker, to_state from breaker_transitions")
+    assert rows == [("tool:flaky", "open")]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agentlab._context import EventSink
 from agentlab._sync import run_sync
+from agentlab.agents.alerts import LoopAlerts
 from agentlab.agents.records import RunResult
 from agentlab.agents.run import Run
 from agentlab.budgets import Budget
@@ -28,6 +29,7 @@ from agentlab.tools.calls import (
     build_chain,
     cap_output,
     count_tool_call,
+    tool_breaker,
     validate,
 )
 from agentlab.tracing import TraceStore
@@ -106,15 +108,18 @@ class Agent:
             ``None`` turns retries off.
         fallback: models that take a request when the model fails (after its
             retries); each gets the same retry, metering and breaker layers.
-        breaker: the circuit breaker of each model endpoint (``None``: none).
-            State is shared by every agent of the process using the endpoint.
+        breaker: the circuit breaker of each model endpoint and each tool (``None``:
+            none). State is shared by every agent of the process using the endpoint
+            or the tool.
         breaker_store: where breaker state lives; default: Redis when the memory's
             short-term store is a :class:`~agentlab.memory.RedisStore` (shared by
             every process), else this process.
         max_tool_result_chars: the most the model is shown of one tool result
             (the trace keeps the whole result).
-        observers: more event sinks that see every event of every run (alerts,
-            callbacks), besides the trace.
+        alerts: when to raise loop alerts and whether to stop a looping run
+            (:class:`~agentlab.agents.alerts.LoopAlerts`; ``None``: off).
+        observers: more event sinks that see every event of every run (callbacks,
+            exporters), besides the trace.
     """
 
     default_instructions = "You are a helpful assistant."
@@ -138,6 +143,7 @@ class Agent:
         breaker: BreakerConfig | None = BreakerConfig(),  # noqa: B008 - frozen
         breaker_store: BreakerStore | None = None,
         max_tool_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+        alerts: LoopAlerts | None = LoopAlerts(),  # noqa: B008 - frozen
         observers: Sequence[EventSink] = (),
     ) -> None:
         if max_steps < 1:
@@ -181,6 +187,7 @@ class Agent:
         self.check_budget(self.budget)
         self.max_tool_result_chars = max_tool_result_chars
         self.trace = trace
+        self.alerts = alerts
         self.observers = tuple(observers)
         self._tracer: EventSink | None = None
         self._tracer_resolved = False
@@ -210,6 +217,8 @@ class Agent:
             from agentlab.memory.tool_cache import cache_layer
 
             layers.append(cache_layer)
+        if self.breaker is not None:
+            layers.append(tool_breaker(tool, self.breaker, self.breaker_store))
         return layers
 
     def check_budget(self, budget: Budget) -> None:

@@ -113,6 +113,8 @@ class Run:
                 user=user,
             )
         )
+        if agent.alerts is not None:  # watches this run's own events
+            self.observers = (*self.observers, agent.alerts.watch(self))
         self.memory: RunMemory | None = None
         """This run's memory state (recall, remember, the tool cache); None without memory."""
         if agent.memory is not None or agent.cacheable_tools:
@@ -165,6 +167,18 @@ class Run:
         """Send one event of this run to every observer (the trace, alerts, callbacks)."""
         for observer in self.observers:
             observer.emit(event)
+
+    def stop_for_loop(self, what: str) -> None:
+        """End the run at the end of this step because it is going round in circles
+        (called by :class:`~agentlab.agents.alerts.LoopAlerts` with ``stop=True``)."""
+        if not self.done:
+            self._fail(
+                "failed",
+                "loop",
+                f"the agent was stopped because it is looping: {what}.",
+                "Look at the repeated calls: make the tool's result say clearly what the "
+                "model should do next, describe the tool better, or use a more capable model.",
+            )
 
     def account(self, usage: Usage, model_name: str) -> float | None:
         """Add a model request made for this run (a step or a summary) to its usage,

@@ -1,7 +1,7 @@
 """A tool call as a chain of layers: each layer takes the call and the rest of the
 chain, and returns the outcome the model and the trace get.
 
-    validate -> (budget) -> (cache) -> cap output -> invoke (timeout, serialise)
+    validate -> cap output -> budget -> (cache) -> (breaker) -> invoke (timeout, serialise)
 
 The innermost step, :func:`invoke`, calls the function and turns its result into
 text inside the same error handling, so a result that cannot be serialised is a
@@ -14,17 +14,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agentlab._context import active_run
 from agentlab.errors import ToolRetry
-from agentlab.events import CacheOutcome, ToolCallStatus
+from agentlab.events import BreakerTransitionEvent, CacheOutcome, ToolCallStatus
 from agentlab.messages import ToolCall
+from agentlab.resilience import (
+    BreakerConfig,
+    BreakerOpen,
+    BreakerStore,
+    BreakerTransition,
+    CircuitBreaker,
+    breaker_registry,
+)
 from agentlab.tools.tool import Tool, format_validation_error, serialize_result
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "cap_output",
     "count_tool_call",
     "invoke",
+    "tool_breaker",
     "validate",
 ]
 
@@ -254,3 +266,55 @@ def _canonical(arguments: str) -> str:
         return json.dumps(json.loads(arguments or "{}"), sort_keys=True)
     except ValueError:
         return arguments
+
+
+def tool_breaker(tool: Tool, config: BreakerConfig, store: BreakerStore | None = None) -> ToolLayer:
+    """A circuit breaker around the service behind `tool`: after the configured
+    failures (the tool raised or timed out) calls fail fast, telling the model the
+    tool is unavailable, until a probe call after the cooldown succeeds."""
+    breaker = breaker_registry().get(f"tool:{tool.name}", config, store)
+    if breaker not in _TRACED:
+        _TRACED.add(breaker)
+        breaker.subscribe(_record_transition)
+
+    async def layer(invocation: ToolInvocation, rest: ToolHandler) -> ToolOutcome:
+        try:
+            ticket = breaker.acquire()
+        except BreakerOpen as exc:
+            return ToolOutcome(
+                "error",
+                f"Tool {tool.name!r} is unavailable right now: it failed {exc.failures} times "
+                f"and its circuit breaker is open (next try in {exc.retry_in:.0f} s). Do not "
+                "call it again now; use another tool or tell the user.",
+            )
+        outcome = await rest(invocation)
+        if outcome.status in ("error", "timeout"):
+            breaker.record_failure(ticket, error=outcome.content)
+        else:
+            breaker.record_success(ticket)
+        return outcome
+
+    return layer
+
+
+_TRACED: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _record_transition(transition: BreakerTransition) -> None:
+    """Send a tool breaker's transition to the trace of the run that saw it."""
+    run = active_run()
+    if run is None:
+        return
+    run.emit(
+        BreakerTransitionEvent(
+            id=f"{run.id}-{run.current_step}-b{os.urandom(4).hex()}",
+            run_id=run.id,
+            step=run.current_step,
+            breaker=transition.name,
+            from_state=transition.from_state,
+            to_state=transition.to_state,
+            failures=transition.failures,
+            reason=transition.reason,
+            started_at=transition.at,
+        )
+    )

@@ -118,6 +118,9 @@ _COLUMNS = {
     "to_state": "VARCHAR",
     "failures": "INTEGER",
     "reason": "VARCHAR",
+    "alert": "VARCHAR",
+    "message": "VARCHAR",
+    "stopped": "BOOLEAN",
 }
 
 
@@ -270,6 +273,13 @@ FROM _batch WHERE kind = 'breaker_transition' AND id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
+_INSERT_ALERTS = f"""
+INSERT INTO alerts
+SELECT id, run_id, step, alert, message, CAST(detail AS JSON), stopped, {_ts("started_at")}
+FROM _batch WHERE kind = 'alert' AND id IS NOT NULL AND run_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
 _SAVE_OFFSETS = """
 INSERT INTO _segments
 SELECT unnest($names::VARCHAR[]), unnest($offsets::BIGINT[])
@@ -413,6 +423,7 @@ def _ingest_pass(
             con.execute(_INSERT_EVAL_RESULTS)
             con.execute(_INSERT_EVAL_RUNS)
             con.execute(_INSERT_BREAKER_TRANSITIONS)
+            con.execute(_INSERT_ALERTS)
         if finished:
             con.execute(_MARK_INTERRUPTED, {"dead": [s.name for s in finished]})
         if advanced:

@@ -188,6 +188,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        5,
+        "loop and anomaly alerts",
+        """
+        CREATE TABLE alerts (
+            id VARCHAR PRIMARY KEY,
+            run_id VARCHAR NOT NULL,
+            step INTEGER,
+            alert VARCHAR,  -- repeated_call|no_progress
+            message VARCHAR,
+            detail JSON,
+            stopped BOOLEAN,  -- the run was stopped because of it
+            started_at TIMESTAMP
+        );
+        """,
+    ),
 )
 
 
