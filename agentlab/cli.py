@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -125,6 +125,49 @@ def sql(
     typer.echo(TraceStore(workspace).df(query).to_string(index=False))
 
 
+runs_app = typer.Typer(help="Runs in the trace store: list paused ones, resume them.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("paused")
+def runs_paused(workspace: Workspace = None) -> None:
+    """List the runs that wait for a person, with what they wait for."""
+    from agentlab.tracing import TraceStore
+
+    rows = TraceStore(workspace).sql(
+        "SELECT run_id, agent, pending->>'question' FROM runs WHERE status = 'paused' "
+        "ORDER BY started_at"
+    )
+    if not rows:
+        typer.echo("no paused runs")
+    for run_id, agent, question in rows:
+        typer.echo(f"{run_id} {agent}: {question}")
+
+
+@runs_app.command("resume")
+def runs_resume(
+    run_id: Annotated[str, typer.Argument(help="The paused run's id.")],
+    agent: Annotated[
+        str, typer.Option(help="The agent's factory, 'package.module:function' (no arguments).")
+    ],
+    approve: Annotated[
+        bool, typer.Option("--approve/--deny", help="Approve or decline the pending call.")
+    ],
+    note: Annotated[str | None, typer.Option(help="A note for the model.")] = None,
+    workspace: Workspace = None,
+) -> None:
+    """Resume a paused run with a decision on the call it waits for, and finish it."""
+    from agentlab.agents import Agent
+    from agentlab.tracing import TraceStore
+
+    built = _imported(agent)()
+    if not isinstance(built, Agent):
+        raise typer.BadParameter(f"{agent}() returned {type(built).__name__}, not an Agent")
+    result = built.resume_sync(run_id, approve=approve, note=note, store=TraceStore(workspace))
+    typer.echo(f"run {result.run_id}: {result.status}")
+    typer.echo(str(result))
+
+
 @app.command()
 def alerts(
     limit: Annotated[int, typer.Option(help="How many of the latest alerts.")] = 20,
@@ -144,6 +187,23 @@ def alerts(
         action = " (run stopped)" if stopped else ""
         typer.echo(f"{at:%Y-%m-%d %H:%M:%S} {run_id[:8]} {agent} step {step}: {alert}{action}")
         typer.echo(f"    {message}")
+
+
+def _imported(spec: str) -> Any:
+    """The object ``package.module:name`` names (the working directory is importable)."""
+    import importlib
+    import os
+    import sys
+
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise typer.BadParameter(f"{spec!r}: write it as 'package.module:function'")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"cannot import {spec!r}: {exc}") from exc
 
 
 def main() -> None:

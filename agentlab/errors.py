@@ -157,6 +157,17 @@ class ToolRetry(AgentlabError):
     """Raise inside a tool to send `message` back to the model as a correction."""
 
 
+class ApprovalRequired(AgentlabError):
+    """Control signal: a tool call needs a person's approval before it runs; the
+    run pauses (status ``paused``) until it is resumed with a decision."""
+
+    def __init__(self, tool: str, arguments: str, key: str) -> None:
+        super().__init__(f"tool {tool!r} needs approval before it runs ({arguments})")
+        self.tool = tool
+        self.arguments = arguments
+        self.key = key
+
+
 class TraceStoreError(AgentlabError):
     """The trace store could not be opened, migrated or queried."""
 

@@ -34,6 +34,8 @@ __all__ = [
     "MemoryRetrievalEvent",
     "ModelCallEvent",
     "RunFinished",
+    "RunPaused",
+    "RunResumed",
     "RunStarted",
     "RunStatus",
     "ToolCallEvent",
@@ -43,9 +45,16 @@ __all__ = [
 ]
 
 RunStatus = Literal[
-    "running", "completed", "failed", "max_steps", "budget_exceeded", "cancelled", "interrupted"
+    "running",
+    "paused",
+    "completed",
+    "failed",
+    "max_steps",
+    "budget_exceeded",
+    "cancelled",
+    "interrupted",
 ]
-ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout"]
+ToolCallStatus = Literal["ok", "invalid_arguments", "unknown_tool", "error", "timeout", "denied"]
 CacheOutcome = Literal["hit", "miss"]
 _CONFIG = ConfigDict(extra="forbid")
 
@@ -161,6 +170,33 @@ class BreakerTransitionEvent:
     failures: int
     reason: str
     started_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class RunPaused:
+    """A run paused for a person: `pending` says what it waits for (a tool call to
+    approve); `checkpoint` holds what another process needs to resume it."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["run_paused"] = "run_paused"
+    run_id: str
+    step: int
+    pending: dict[str, Any]
+    checkpoint: dict[str, Any]
+    paused_at: float
+
+
+@dataclass(slots=True, kw_only=True)
+class RunResumed:
+    """A paused run was resumed with a person's decision."""
+
+    __pydantic_config__ = _CONFIG
+
+    kind: Literal["run_resumed"] = "run_resumed"
+    run_id: str
+    decision: dict[str, Any]
+    resumed_at: float
 
 
 @dataclass(slots=True, kw_only=True)
@@ -307,7 +343,9 @@ Event = Annotated[
     | EvalCaseResult
     | EvalRunSummary
     | BreakerTransitionEvent
-    | AlertEvent,
+    | AlertEvent
+    | RunPaused
+    | RunResumed,
     Field(discriminator="kind"),
 ]
 EVENT_KINDS: tuple[str, ...] = (
@@ -322,6 +360,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "eval_run",
     "breaker_transition",
     "alert",
+    "run_paused",
+    "run_resumed",
 )
 """The `kind` of every event type (the trace store ignores lines of other kinds)."""
 _SERIALIZERS: dict[type, SchemaSerializer] = {}

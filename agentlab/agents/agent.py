@@ -26,6 +26,7 @@ from agentlab.tools.calls import (
     DEFAULT_MAX_RESULT_CHARS,
     ToolHandler,
     ToolLayer,
+    approval,
     build_chain,
     cap_output,
     count_tool_call,
@@ -213,6 +214,8 @@ class Agent:
     def _tool_layers(self, tool: Tool) -> list[ToolLayer]:
         layers: list[ToolLayer] = [validate, cap_output(self.max_tool_result_chars)]
         layers.append(count_tool_call)
+        if tool.requires_approval:
+            layers.append(approval)
         if tool.cache_ttl is not None:
             from agentlab.memory.tool_cache import cache_layer
 
@@ -286,17 +289,57 @@ class Agent:
         limits = self.budget.merged(budget)
         if budget is not None:
             self.check_budget(limits)
-        observers = (self.tracer, *self.observers) if self.tracer else self.observers
         return Run(
             self,
             input,
             self.opening_messages(input),
-            observers,
+            self.run_observers(),
             metadata,
             session=session,
             user=user,
             budget=limits,
         )
+
+    def run_observers(self) -> tuple[EventSink, ...]:
+        """Where a run's events go: the trace (if any), then the other observers."""
+        tracer = self.tracer
+        return (tracer, *self.observers) if tracer is not None else self.observers
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        approve: bool,
+        note: str | None = None,
+        store: TraceStore | None = None,
+    ) -> RunResult:
+        """Resume a run of this agent that paused, in this or any other process (after a
+        restart too), from the checkpoint in the trace store; then finish it."""
+        if store is None:
+            store = TraceStore(getattr(self.tracer, "workspace", None))
+        row = store.run(run_id)
+        if row is None:
+            raise UserError(f"No run {run_id!r} in {store.workspace}; check the id and workspace.")
+        if row["status"] != "paused" or not row.get("checkpoint"):
+            raise UserError(f"Run {run_id} is {row['status']}, not paused: nothing to resume.")
+        if row.get("agent") != self.name:
+            raise UserError(
+                f"Run {run_id} belongs to agent {row.get('agent')!r}, not {self.name!r}: "
+                "resume it with the agent that started it."
+            )
+        run = Run.restore(self, run_id, row["pending"], row["checkpoint"])
+        return await run.resume(approve=approve, note=note)
+
+    def resume_sync(
+        self,
+        run_id: str,
+        *,
+        approve: bool,
+        note: str | None = None,
+        store: TraceStore | None = None,
+    ) -> RunResult:
+        """:meth:`resume` for synchronous code; also works inside a notebook cell."""
+        return run_sync(self.resume(run_id, approve=approve, note=note, store=store))
 
     async def run(
         self,

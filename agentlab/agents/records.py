@@ -76,6 +76,7 @@ class RunResult:
     latency_ms: float
     messages: list[Message]
     failure: dict[str, Any] | None = None
+    pending: dict[str, Any] | None = None  # a paused run: what it waits for
 
     @property
     def ok(self) -> bool:

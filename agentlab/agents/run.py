@@ -23,15 +23,31 @@ from agentlab.agents.explain import Failure, tried
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
 from agentlab.budgets import Budget, BudgetTracker
 from agentlab.errors import (
+    ApprovalRequired,
     BudgetExceededError,
     MemoryStoreError,
     ModelError,
     UnexpectedModelOutputError,
     UserError,
 )
-from agentlab.events import ModelCallEvent, RunFinished, RunStarted, RunStatus, ToolCallEvent
+from agentlab.events import (
+    ModelCallEvent,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStatus,
+    ToolCallEvent,
+)
 from agentlab.memory.working import ContextOverflowError
-from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage
+from agentlab.messages import (
+    AssistantMessage,
+    Message,
+    ToolCall,
+    ToolMessage,
+    dump_messages,
+    load_messages,
+)
 from agentlab.models.context import CallContext, model_call
 from agentlab.tools.calls import ToolInvocation, ToolOutcome
 from agentlab.usage import Usage
@@ -77,8 +93,10 @@ class Run:
         session: str | None = None,
         user: str | None = None,
         budget: Budget | None = None,
+        run_id: str | None = None,
     ) -> None:
-        self.id = os.urandom(16).hex()
+        restored = run_id is not None
+        self.id = run_id or os.urandom(16).hex()
         self.agent = agent
         self.input = input
         self.messages = messages
@@ -101,18 +119,12 @@ class Run:
         self._started = time.perf_counter()
         self._epoch = time.time() - self._started  # wall clock = _epoch + perf_counter()
         self._latency_ms = 0.0
-        self.emit(
-            RunStarted(
-                run_id=self.id,
-                agent=agent.name,
-                model=agent.model.name,
-                input=input,
-                started_at=time.time(),
-                metadata=metadata or {},
-                session=session,
-                user=user,
-            )
-        )
+        self.approvals: dict[str, dict[str, Any]] = {}
+        """A person's decisions on calls that needed approval, by call key."""
+        self.pending: dict[str, Any] | None = None
+        """What a paused run waits for (None unless ``status == "paused"``)."""
+        if not restored:
+            self._started_event(metadata)
         if agent.alerts is not None:  # watches this run's own events
             self.observers = (*self.observers, agent.alerts.watch(self))
         self.memory: RunMemory | None = None
@@ -121,6 +133,21 @@ class Run:
             from agentlab.memory.session import RunMemory
 
             self.memory = RunMemory(self, agent.memory, agent.tool_cache_store)
+
+    def _started_event(self, metadata: dict[str, Any] | None) -> None:
+        agent = self.agent
+        self.emit(
+            RunStarted(
+                run_id=self.id,
+                agent=agent.name,
+                model=agent.model.name,
+                input=self.input,
+                started_at=time.time(),
+                metadata=metadata or {},
+                session=self.session if self.session != self.id else None,
+                user=self.user,
+            )
+        )
 
     # -- public API -----------------------------------------------------------------
 
@@ -211,6 +238,7 @@ class Run:
             latency_ms=self._latency_ms,
             messages=list(self.messages),
             failure=None if self.failure is None else self.failure.to_dict(),
+            pending=self.pending,
         )
 
     async def step(self) -> Step:
@@ -234,6 +262,86 @@ class Run:
         finally:
             _current.reset(token)
         return self.result
+
+    async def resume(self, *, approve: bool, note: str | None = None) -> RunResult:
+        """Resume a paused run with a person's decision on the call it waits for
+        (approved: the call is made; declined: the model is told), then finish it."""
+        if self.status != "paused" or self.pending is None:
+            raise UserError(f"Run {self.id} is {self.status}, not paused: nothing to resume.")
+        pending = self.pending
+        decision = {"key": pending["key"], "approve": bool(approve), "note": note}
+        self.approvals[pending["key"]] = decision
+        self.status, self.pending = "running", None
+        self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
+        token = _current.set(self)
+        try:
+            step = self.steps[-1]
+            await self._call_tools(step, [ToolCall(**c) for c in pending["calls"]])
+            if not self.done and len(self.steps) >= self.step_limit:
+                self._stop_at_step_limit()
+            if self.done:
+                await self._finished()
+            while not self.done:
+                await self._guarded_step()
+        finally:
+            _current.reset(token)
+        return self.result
+
+    def resume_sync(self, *, approve: bool, note: str | None = None) -> RunResult:
+        """:meth:`resume` for synchronous code and notebook cells."""
+        return run_sync(self.resume(approve=approve, note=note))
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What another process needs to resume this run (stored with a pause).
+
+        Secrets were redacted before it is written, so a resumed conversation holds
+        ``[REDACTED]`` where they were."""
+        return {
+            "input": self.input,
+            "session": self.session,
+            "user": self.user,
+            "messages": dump_messages(self.messages),
+            "steps": len(self.steps),
+            "input_tokens": self._input_tokens,
+            "output_tokens": self._output_tokens,
+            "cost": self._cost,
+            "failures": dict(self._failures),
+            "approvals": dict(self.approvals),
+            "spent": {
+                "tokens": self.budget.tokens,
+                "cost": self.budget.cost,
+                "model_calls": self.budget.model_calls,
+                "tool_calls": self.budget.tool_calls,
+            },
+        }
+
+    @classmethod
+    def restore(
+        cls, agent: Agent, run_id: str, pending: dict[str, Any], saved: dict[str, Any]
+    ) -> Run:
+        """A paused run rebuilt from its checkpoint (by any process), ready to resume."""
+        run = cls(
+            agent,
+            saved["input"],
+            load_messages(saved["messages"]),
+            agent.run_observers(),
+            session=saved["session"],
+            user=saved["user"],
+            run_id=run_id,
+        )
+        run.steps = [Step(i + 1, None, Usage(), None, 0.0) for i in range(int(saved["steps"]))]
+        run._sent = len(run.messages)
+        run._input_tokens = saved["input_tokens"]
+        run._output_tokens = saved["output_tokens"]
+        run._cost = saved["cost"]
+        run._failures = dict(saved["failures"])
+        run.approvals = dict(saved["approvals"])
+        spent = saved["spent"]
+        budget = run.budget
+        budget.tokens, budget.cost = spent["tokens"], spent["cost"]
+        budget.model_calls, budget.tool_calls = spent["model_calls"], spent["tool_calls"]
+        run.status, run.pending = "paused", pending
+        return run
 
     def step_sync(self) -> Step:
         """:meth:`step` for synchronous code and notebook cells."""
@@ -328,10 +436,7 @@ class Run:
             return step
         if reply.tool_calls:
             self._failures.pop("model", None)
-            for tool_call in reply.tool_calls:
-                if self.done:
-                    break
-                await self._call_tool(step, tool_call)
+            await self._call_tools(step, reply.tool_calls)
         elif reply.content:
             self._finish("completed", output=reply.content)
         else:
@@ -358,7 +463,29 @@ class Run:
 
     # -- tool calls -----------------------------------------------------------------
 
-    async def _call_tool(self, step: Step, call: ToolCall) -> None:
+    async def _call_tools(self, step: Step, calls: Sequence[ToolCall]) -> None:
+        """Make the step's tool calls in order; pause before one that needs approval."""
+        for i, call in enumerate(calls):
+            if self.done:
+                return
+            needed = await self._call_tool(step, call)
+            if needed is not None:
+                self._pause(step, calls[i:], needed)
+                return
+
+    def _pause(self, step: Step, calls: Sequence[ToolCall], needed: ApprovalRequired) -> None:
+        self.status = "paused"
+        self.pending = {
+            "kind": "approval",
+            "step": step.index,
+            "key": needed.key,
+            "tool": needed.tool,
+            "arguments": needed.arguments,
+            "question": f"Approve the call to {needed.tool!r} with {needed.arguments}?",
+            "calls": [c.model_dump(mode="json") for c in calls],
+        }
+
+    async def _call_tool(self, step: Step, call: ToolCall) -> ApprovalRequired | None:
         agent = self.agent
         t0 = time.perf_counter()
         started_at = self._epoch + t0
@@ -375,14 +502,16 @@ class Run:
                 agent.tools_by_name[call.name],
                 call,
                 step.index,
-                f"{self.id}-{step.index}-{len(step.tool_calls) + 1}",
+                f"{self.id}-{step.index}-{call.id}",
                 self,
             )
             try:
                 outcome = await handler(invocation)
+            except ApprovalRequired as exc:
+                return exc
             except BudgetExceededError as exc:
                 self._fail("budget_exceeded", "budget", f"{exc}.", exc.hint, exc)
-                return
+                return None
         ok = outcome.status == "ok"
         error = None if ok else outcome.content
         latency_ms = (time.perf_counter() - t0) * 1000
@@ -421,7 +550,7 @@ class Run:
         if ok:
             if self._failures:
                 self._failures.pop(call.name, None)
-            return
+            return None
         failures = self._failures.get(call.name, 0) + 1
         self._failures[call.name] = failures
         if failures > agent.max_retries and not self.done:
@@ -434,6 +563,7 @@ class Run:
                 "descriptions more precise or use a more capable model; if the tool itself "
                 "raised or timed out, fix the tool or the service behind it.",
             )
+        return None
 
     # -- failures -------------------------------------------------------------------
 
@@ -506,7 +636,20 @@ class Run:
         self.output = output
 
     async def _finished(self) -> None:
-        """After the last step: the session summary (if asked for), then the record."""
+        """After the last step: the session summary (if asked for), then the record;
+        a paused run records what it waits for and what resuming it needs."""
+        if self.status == "paused":
+            assert self.pending is not None
+            self.emit(
+                RunPaused(
+                    run_id=self.id,
+                    step=self.pending["step"],
+                    pending=self.pending,
+                    checkpoint=self.checkpoint(),
+                    paused_at=time.time(),
+                )
+            )
+            return
         memory = self.agent.memory
         if (
             self.status == "completed"

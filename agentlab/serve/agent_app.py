@@ -1,4 +1,5 @@
-"""Serve one agent over HTTP: ``POST /v1/runs``, ``GET /healthz``, docs at ``/docs``.
+"""Serve one agent over HTTP: ``POST /v1/runs``, ``GET /v1/runs/{id}``,
+``POST /v1/runs/{id}/resume`` (a paused run's approval), ``GET /healthz``, docs at ``/docs``.
 
 >>> app = create_agent_app(lambda: build_support_agent("local:smollm2"))
 >>> serve_app(app, port=8000)  # or: uvicorn mypackage.app:app
@@ -9,6 +10,7 @@ A run that fails is still a 200 answer with ``status`` and a plain-language
 
 # No `from __future__ import annotations`: FastAPI must see the real classes of the
 # handlers defined inside create_agent_app (fastapi is imported lazily).
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -17,12 +19,20 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlab.agents import Agent, RunResult
-from agentlab.errors import MissingExtraError
+from agentlab.errors import MissingExtraError, UserError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["RunRequest", "RunResponse", "UsageOut", "create_agent_app", "serve_app"]
+__all__ = [
+    "ResumeRequest",
+    "RunRequest",
+    "RunResponse",
+    "RunState",
+    "UsageOut",
+    "create_agent_app",
+    "serve_app",
+]
 
 
 class RunRequest(BaseModel):
@@ -55,6 +65,29 @@ class RunResponse(BaseModel):
     usage: UsageOut
     cost: float | None
     latency_ms: float
+    pending: dict[str, Any] | None = Field(
+        default=None, description="A paused run: the call it waits for a person to approve."
+    )
+
+
+class ResumeRequest(BaseModel):
+    """A person's decision on the call a paused run waits for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approve: bool = Field(description="Make the pending call (true) or decline it (false).")
+    note: str | None = Field(default=None, description="A note passed on to the model.")
+
+
+class RunState(BaseModel):
+    """A run as the trace store has it."""
+
+    run_id: str
+    status: str
+    output: str | None
+    explanation: str | None
+    steps: int | None
+    pending: dict[str, Any] | None
 
 
 def _response(result: RunResult) -> RunResponse:
@@ -74,6 +107,7 @@ def _response(result: RunResult) -> RunResponse:
         ),
         cost=result.cost,
         latency_ms=result.latency_ms,
+        pending=result.pending,
     )
 
 
@@ -129,6 +163,36 @@ def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
     async def healthz() -> dict[str, Any]:
         """Liveness: the agent is built and the app answers."""
         return {"status": "ok", "agent": agent.name, "model": agent.model.name}
+
+    def trace_store() -> Any:
+        from agentlab.tracing import TraceStore
+
+        return TraceStore(getattr(agent.tracer, "workspace", None))
+
+    @app.get("/v1/runs/{run_id}", response_model=RunState)
+    async def get_run(run_id: str) -> Any:
+        """A run's status, answer or explanation, and what a paused run waits for."""
+        row = await asyncio.to_thread(trace_store().run, run_id)
+        if row is None:
+            return JSONResponse(
+                status_code=404,
+                content={"error": {"message": f"no run {run_id!r}", "type": "not_found"}},
+            )
+        return RunState(**{k: row.get(k) for k in RunState.model_fields})
+
+    @app.post("/v1/runs/{run_id}/resume", response_model=RunResponse)
+    async def resume_run(run_id: str, request: ResumeRequest) -> Any:
+        """Resume a paused run with a decision on its pending call, and finish it."""
+        started = time.perf_counter()
+        try:
+            result = await agent.resume(run_id, approve=request.approve, note=request.note)
+        except UserError as e:  # unknown, not paused, another agent's
+            return JSONResponse(
+                status_code=409, content={"error": {"message": str(e), "type": "conflict"}}
+            )
+        except Exception as e:
+            return _failed(e, started)
+        return _response(result)
 
     @app.post("/v1/runs", response_model=RunResponse)
     async def create_run(request: RunRequest) -> RunResponse:

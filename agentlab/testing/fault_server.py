@@ -643,8 +643,8 @@ class _Handler(BaseHTTPRequestHandler):
             if self.server.stopping.wait(params["seconds"]):
                 self.close_connection = True  # the server is stopping: drop the request
                 return
+            fault._answered(entry, 200)  # before the reply: the client may look at once
             self._send(200, _ok_reply(req, number))
-            fault._answered(entry, 200)
         elif mode == "ok":
             self._send(200, _ok_reply(req, number))
         elif mode in ("rate_limit", "unavailable"):

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agentlab._context import active_run
-from agentlab.errors import ToolRetry
+from agentlab.errors import ApprovalRequired, ToolRetry
 from agentlab.events import BreakerTransitionEvent, CacheOutcome, ToolCallStatus
 from agentlab.messages import ToolCall
 from agentlab.resilience import (
@@ -44,6 +44,7 @@ __all__ = [
     "ToolInvocation",
     "ToolLayer",
     "ToolOutcome",
+    "approval",
     "build_chain",
     "cap_output",
     "count_tool_call",
@@ -121,6 +122,23 @@ async def count_tool_call(invocation: ToolInvocation, rest: ToolHandler) -> Tool
     run = invocation.run
     if run is not None and run.budget is not None:
         run.budget.before_tool_call(invocation.tool.name)
+    return await rest(invocation)
+
+
+async def approval(invocation: ToolInvocation, rest: ToolHandler) -> ToolOutcome:
+    """Pause the run before a call that needs approval; run it once approved, and
+    tell the model when a person declined it."""
+    run = invocation.run
+    decision = run.approvals.get(invocation.key) if run is not None else None
+    if decision is None:
+        raise ApprovalRequired(invocation.tool.name, invocation.call.arguments, invocation.key)
+    if not decision.get("approve"):
+        note = f" Their note: {decision['note']}" if decision.get("note") else ""
+        return ToolOutcome(
+            "denied",
+            f"A person declined this call to {invocation.tool.name!r}, so it was not made."
+            f"{note} Do not try it again; tell the user, or do something else.",
+        )
     return await rest(invocation)
 
 

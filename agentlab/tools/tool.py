@@ -39,6 +39,10 @@ class Tool:
             same validated arguments in the same session is served from the
             agent's short-term memory (and traced as a cache hit).
         cost: US dollars one call costs (a paid API), counted as saved on a hit.
+        requires_approval: the call has side effects a person must approve first:
+            the run pauses before it (``run.resume(approve=...)``, the notebook's
+            approval widget, ``agentlab runs resume``, or the served app's
+            ``POST /v1/runs/{id}/resume``).
     """
 
     def __init__(
@@ -50,8 +54,10 @@ class Tool:
         timeout: float | None = None,
         cache_ttl: float | None = None,
         cost: float | None = None,
+        requires_approval: bool = False,
     ) -> None:
         self.function = function
+        self.requires_approval = requires_approval
         self.name = name or function.__name__
         self.is_async = inspect.iscoroutinefunction(function)
         self.timeout = timeout
@@ -200,6 +206,7 @@ def tool(
     timeout: float | None = None,
     cache_ttl: float | None = None,
     cost: float | None = None,
+    requires_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -212,6 +219,7 @@ def tool(
     timeout: float | None = None,
     cache_ttl: float | None = None,
     cost: float | None = None,
+    requires_approval: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function (sync or async) with a docstring into a :class:`Tool`.
 
@@ -225,6 +233,7 @@ def tool(
         "timeout": timeout,
         "cache_ttl": cache_ttl,
         "cost": cost,
+        "requires_approval": requires_approval,
     }
     if function is not None:
         return Tool(function, **options)

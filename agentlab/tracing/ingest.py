@@ -121,6 +121,11 @@ _COLUMNS = {
     "alert": "VARCHAR",
     "message": "VARCHAR",
     "stopped": "BOOLEAN",
+    "pending": "JSON",
+    "checkpoint": "JSON",
+    "paused_at": "DOUBLE",
+    "decision": "JSON",
+    "resumed_at": "DOUBLE",
 }
 
 
@@ -195,7 +200,7 @@ ON CONFLICT (run_id) DO UPDATE SET
     steps = excluded.steps, input_tokens = excluded.input_tokens,
     output_tokens = excluded.output_tokens, cost = excluded.cost,
     latency_ms = excluded.latency_ms, ended_at = excluded.ended_at, segment = excluded.segment,
-    failure = excluded.failure
+    failure = excluded.failure, pending = NULL
 """
 
 _MARK_INTERRUPTED = """
@@ -278,6 +283,20 @@ INSERT INTO alerts
 SELECT id, run_id, step, alert, message, CAST(detail AS JSON), stopped, {_ts("started_at")}
 FROM _batch WHERE kind = 'alert' AND id IS NOT NULL AND run_id IS NOT NULL
 ON CONFLICT DO NOTHING
+"""
+
+# A pause, then maybe a resume, in event order: the latest says the run's state.
+_PAUSES = """
+UPDATE runs SET
+    status = CASE WHEN p.kind = 'run_paused' THEN 'paused' ELSE 'running' END,
+    pending = CASE WHEN p.kind = 'run_paused' THEN p.pending END,
+    checkpoint = CASE WHEN p.kind = 'run_paused' THEN p.checkpoint ELSE runs.checkpoint END,
+    segment = p.segment
+FROM (SELECT run_id, kind, pending, checkpoint, segment FROM _batch
+      WHERE kind IN ('run_paused', 'run_resumed')
+      QUALIFY row_number() OVER (
+          PARTITION BY run_id ORDER BY coalesce(paused_at, resumed_at) DESC) = 1) AS p
+WHERE runs.run_id = p.run_id AND runs.ended_at IS NULL
 """
 
 _SAVE_OFFSETS = """
@@ -424,6 +443,7 @@ def _ingest_pass(
             con.execute(_INSERT_EVAL_RUNS)
             con.execute(_INSERT_BREAKER_TRANSITIONS)
             con.execute(_INSERT_ALERTS)
+            con.execute(_PAUSES)
         if finished:
             con.execute(_MARK_INTERRUPTED, {"dead": [s.name for s in finished]})
         if advanced:

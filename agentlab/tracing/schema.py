@@ -190,7 +190,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
     (
         5,
-        "loop and anomaly alerts",
+        "loop alerts; paused runs (pending, checkpoint)",
         """
         CREATE TABLE alerts (
             id VARCHAR PRIMARY KEY,
@@ -202,6 +202,8 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             stopped BOOLEAN,  -- the run was stopped because of it
             started_at TIMESTAMP
         );
+        ALTER TABLE runs ADD COLUMN pending JSON;  -- what a paused run waits for
+        ALTER TABLE runs ADD COLUMN checkpoint JSON;  -- what resuming a paused run needs
         """,
     ),
 )
