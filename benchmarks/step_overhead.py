@@ -105,7 +105,7 @@ def main() -> None:
     args = parser.parse_args()
     model = FunctionModel(script)
     tools = [add, multiply, negate]
-    bare = {"retry": None, "breaker": None, "max_steps": 20}
+    bare = {"retry": None, "breaker": None, "alerts": None, "max_steps": 20}
     off = asyncio.run(_measure(ReActAgent(model, tools, trace=False, **bare), args.runs))
     with tempfile.TemporaryDirectory() as workspace:
         from agentlab.tracing import TraceStore
@@ -119,14 +119,14 @@ def main() -> None:
             trace=writer,
             max_steps=20,
             budget=Budget(tokens=1_000_000, tool_calls=1000, wall_time=60),
-        )  # retries, breaker and redaction are on by default
+        )  # retries, breakers, loop alerts and redaction are on by default
         prod = asyncio.run(_measure(production, args.runs))
         recorded = store.sql("select count(*) from tool_calls")[0][0]
     import_s = _import_seconds("import agentlab")
     api_s = _import_seconds("from agentlab import ReActAgent, tool")
     print(
         f"tracing off: {off:.1f} us/step; tracing on (durable): {on:.1f} us/step; "
-        f"production (retry, breaker, budget, redaction, durable tracing): {prod:.1f} us/step; "
+        f"production (all layers, durable tracing): {prod:.1f} us/step; "
         f"{recorded} tool calls recorded; import agentlab: {import_s:.3f} s "
         f"(with ReActAgent and tool: {api_s:.3f} s)"
     )

@@ -8,7 +8,6 @@ an explanation.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -73,7 +72,7 @@ class _LoopWatch:
             return
 
     def _tool_call(self, event: ToolCallEvent) -> None:
-        key = (event.tool, _canonical(event.arguments))
+        key = (event.tool, event.arguments)  # the model's own text: cheap, and a loop repeats it
         self.calls[key] += 1
         if self.calls[key] == self.policy.repeat:
             self._alert(
@@ -120,10 +119,3 @@ class _LoopWatch:
             policy.on_alert(event)
         if event.stopped:
             run.stop_for_loop(message)
-
-
-def _canonical(arguments: str) -> str:
-    try:
-        return json.dumps(json.loads(arguments or "{}"), sort_keys=True)
-    except ValueError:
-        return arguments
