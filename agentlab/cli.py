@@ -151,9 +151,16 @@ def runs_resume(
         str, typer.Option(help="The agent's factory, 'package.module:function' (no arguments).")
     ],
     approve: Annotated[
-        bool, typer.Option("--approve/--deny", help="Approve or decline the pending call.")
-    ],
+        bool | None,
+        typer.Option(
+            "--approve/--deny",
+            help="Approve or decline the pending call (an escalated run: retry or fail).",
+        ),
+    ] = None,
     note: Annotated[str | None, typer.Option(help="A note for the model.")] = None,
+    answer: Annotated[
+        str | None, typer.Option(help="An escalated run: the answer for the user.")
+    ] = None,
     workspace: Workspace = None,
 ) -> None:
     """Resume a paused run with a decision on the call it waits for, and finish it."""
@@ -163,7 +170,9 @@ def runs_resume(
     built = _imported(agent)()
     if not isinstance(built, Agent):
         raise typer.BadParameter(f"{agent}() returned {type(built).__name__}, not an Agent")
-    result = built.resume_sync(run_id, approve=approve, note=note, store=TraceStore(workspace))
+    result = built.resume_sync(
+        run_id, approve=approve, note=note, answer=answer, store=TraceStore(workspace)
+    )
     typer.echo(f"run {result.run_id}: {result.status}")
     typer.echo(str(result))
 

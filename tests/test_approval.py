@@ -178,3 +178,41 @@ def test_the_served_app_shows_and_resumes_a_paused_run(refunds) -> None:
     again = client.post(f"/v1/runs/{run_id}/resume", json={"approve": True})
     assert again.status_code == 409 and "not paused" in again.json()["error"]["message"]
     assert client.get("/v1/runs/nope").status_code == 404
+
+
+def test_an_escalated_run_pauses_for_a_person_instead_of_failing(workspace) -> None:
+    from agentlab import ReActAgent
+    from agentlab.errors import ModelUnavailableError
+    from agentlab.models import FunctionModel
+
+    up = {"now": False}
+
+    def flaky(messages, tools):  # type: ignore[no-untyped-def]
+        if not up["now"]:
+            raise ModelUnavailableError("the model server is down")
+        return "the model is back"
+
+    agent = ReActAgent(
+        FunctionModel(flaky), trace=TraceStore(workspace), escalate=True, retry=None, breaker=None
+    )
+    answered = agent.start("Where is my order?")
+    result = answered.finish_sync()
+    assert result.status == "paused" and result.pending["kind"] == "escalation"
+    assert "the model server is down" in result.pending["question"]
+    with pytest.raises(UserError, match="approve=True or approve=False, or answer="):
+        answered.resume_sync()
+    done = answered.resume_sync(answer="A person checked: it ships tomorrow.")
+    assert done.ok and done.output == "A person checked: it ships tomorrow."
+
+    retried = agent.start("Where is my order?")
+    retried.finish_sync()
+    up["now"] = True
+    assert retried.resume_sync(approve=True).output == "the model is back"
+
+    up["now"] = False
+    failed = agent.start("Where is my order?")
+    failed.finish_sync()
+    final = failed.resume_sync(approve=False)
+    assert final.status == "failed" and "the model server is down" in final.explanation
+    rows = TraceStore(workspace).sql("select status from runs order by started_at")
+    assert [r[0] for r in rows] == ["completed", "completed", "failed"]

@@ -119,6 +119,9 @@ class Agent:
             (the trace keeps the whole result).
         alerts: when to raise loop alerts and whether to stop a looping run
             (:class:`~agentlab.agents.alerts.LoopAlerts`; ``None``: off).
+        escalate: when the model or a tool fails for good (retries and fallbacks
+            spent), pause the run with a question for a person instead of failing it
+            (resume with ``answer=``, ``approve=True`` to retry, or ``approve=False``).
         observers: more event sinks that see every event of every run (callbacks,
             exporters), besides the trace.
     """
@@ -145,6 +148,7 @@ class Agent:
         breaker_store: BreakerStore | None = None,
         max_tool_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
         alerts: LoopAlerts | None = LoopAlerts(),  # noqa: B008 - frozen
+        escalate: bool = False,
         observers: Sequence[EventSink] = (),
     ) -> None:
         if max_steps < 1:
@@ -189,6 +193,7 @@ class Agent:
         self.max_tool_result_chars = max_tool_result_chars
         self.trace = trace
         self.alerts = alerts
+        self.escalate = escalate
         self.observers = tuple(observers)
         self._tracer: EventSink | None = None
         self._tracer_resolved = False
@@ -309,8 +314,9 @@ class Agent:
         self,
         run_id: str,
         *,
-        approve: bool,
+        approve: bool | None = None,
         note: str | None = None,
+        answer: str | None = None,
         store: TraceStore | None = None,
     ) -> RunResult:
         """Resume a run of this agent that paused, in this or any other process (after a
@@ -328,18 +334,19 @@ class Agent:
                 "resume it with the agent that started it."
             )
         run = Run.restore(self, run_id, row["pending"], row["checkpoint"])
-        return await run.resume(approve=approve, note=note)
+        return await run.resume(approve=approve, note=note, answer=answer)
 
     def resume_sync(
         self,
         run_id: str,
         *,
-        approve: bool,
+        approve: bool | None = None,
         note: str | None = None,
+        answer: str | None = None,
         store: TraceStore | None = None,
     ) -> RunResult:
         """:meth:`resume` for synchronous code; also works inside a notebook cell."""
-        return run_sync(self.resume(run_id, approve=approve, note=note, store=store))
+        return run_sync(self.resume(run_id, approve=approve, note=note, answer=answer, store=store))
 
     async def run(
         self,

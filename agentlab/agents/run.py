@@ -263,20 +263,35 @@ class Run:
             _current.reset(token)
         return self.result
 
-    async def resume(self, *, approve: bool, note: str | None = None) -> RunResult:
-        """Resume a paused run with a person's decision on the call it waits for
-        (approved: the call is made; declined: the model is told), then finish it."""
+    async def resume(
+        self, *, approve: bool | None = None, note: str | None = None, answer: str | None = None
+    ) -> RunResult:
+        """Resume a paused run with a person's decision, then finish it.
+
+        Waiting for an approval: `approve` makes the call, or declines it (the model
+        is told, with `note`). Escalated after a failure: `answer` is the run's answer
+        for the user; ``approve=True`` tries again; ``approve=False`` ends it failed.
+        """
         if self.status != "paused" or self.pending is None:
             raise UserError(f"Run {self.id} is {self.status}, not paused: nothing to resume.")
         pending = self.pending
-        decision = {"key": pending["key"], "approve": bool(approve), "note": note}
+        escalated = pending["kind"] == "escalation"
+        if approve is None and not (escalated and answer is not None):
+            raise UserError(
+                f"Run {self.id} waits for: {pending['question']} Resume it with approve=True "
+                "or approve=False" + (", or answer='...'." if escalated else ".")
+            )
+        decision = {"key": pending["key"], "approve": approve, "note": note, "answer": answer}
         self.approvals[pending["key"]] = decision
         self.status, self.pending = "running", None
         self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
         token = _current.set(self)
         try:
-            step = self.steps[-1]
-            await self._call_tools(step, [ToolCall(**c) for c in pending["calls"]])
+            if escalated:
+                self._decide_escalation(pending, approve, answer)
+            else:
+                step = self.steps[-1]
+                await self._call_tools(step, [ToolCall(**c) for c in pending["calls"]])
             if not self.done and len(self.steps) >= self.step_limit:
                 self._stop_at_step_limit()
             if self.done:
@@ -287,9 +302,22 @@ class Run:
             _current.reset(token)
         return self.result
 
-    def resume_sync(self, *, approve: bool, note: str | None = None) -> RunResult:
+    def _decide_escalation(
+        self, pending: dict[str, Any], approve: bool | None, answer: str | None
+    ) -> None:
+        failure = Failure(**pending["failure"])
+        if answer is not None:
+            self._finish("completed", output=answer)
+        elif approve:
+            self._failures.clear()  # a fresh start for the failing model or tool
+        else:
+            self.failure, self.status = failure, "failed"
+
+    def resume_sync(
+        self, *, approve: bool | None = None, note: str | None = None, answer: str | None = None
+    ) -> RunResult:
         """:meth:`resume` for synchronous code and notebook cells."""
-        return run_sync(self.resume(approve=approve, note=note))
+        return run_sync(self.resume(approve=approve, note=note, answer=answer))
 
     def checkpoint(self) -> dict[str, Any]:
         """What another process needs to resume this run (stored with a pause).
@@ -621,13 +649,27 @@ class Run:
         next_: str,
         error: BaseException | None = None,
     ) -> None:
-        self.failure = Failure(
+        failure = Failure(
             kind=kind,
             what=what,
             next=next_,
             tried=tried(self.steps, self.budget.spent()),
             error=None if error is None else type(error).__name__,
         )
+        if self.agent.escalate and status == "failed" and kind in ("model", "tool"):
+            step = self.steps[-1].index if self.steps else 0
+            self.status = "paused"  # a person decides instead of failing the run
+            self.pending = {
+                "kind": "escalation",
+                "step": step,
+                "key": f"{self.id}-{step}-escalation",
+                "question": f"The run cannot go on by itself: {what} Answer for the user, "
+                "retry, or let it fail?",
+                "failure": failure.to_dict(),
+                "calls": [],
+            }
+            return
+        self.failure = failure
         self.status = status
 
     def _finish(self, status: RunStatus, *, output: str | None = None) -> None:

@@ -75,8 +75,15 @@ class ResumeRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    approve: bool = Field(description="Make the pending call (true) or decline it (false).")
+    approve: bool | None = Field(
+        default=None,
+        description="Make the pending call (true) or decline it (false); for an escalated "
+        "run: retry (true) or let it fail (false).",
+    )
     note: str | None = Field(default=None, description="A note passed on to the model.")
+    answer: str | None = Field(
+        default=None, description="An escalated run: the answer for the user, from a person."
+    )
 
 
 class RunState(BaseModel):
@@ -185,7 +192,9 @@ def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
         """Resume a paused run with a decision on its pending call, and finish it."""
         started = time.perf_counter()
         try:
-            result = await agent.resume(run_id, approve=request.approve, note=request.note)
+            result = await agent.resume(
+                run_id, approve=request.approve, note=request.note, answer=request.answer
+            )
         except UserError as e:  # unknown, not paused, another agent's
             return JSONResponse(
                 status_code=409, content={"error": {"message": str(e), "type": "conflict"}}
