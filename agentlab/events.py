@@ -14,6 +14,7 @@ builds them from values that are already typed, so construction skips validation
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "RunStatus",
     "ToolCallEvent",
     "ToolCallStatus",
+    "breaker_event",
     "dump_event",
     "parse_event",
 ]
@@ -170,6 +172,22 @@ class BreakerTransitionEvent:
     failures: int
     reason: str
     started_at: float
+
+
+def breaker_event(transition: Any, run_id: str, step: int) -> BreakerTransitionEvent:
+    """The trace event of a circuit breaker's transition
+    (:class:`agentlab.resilience.BreakerTransition`) seen by run `run_id` at `step`."""
+    return BreakerTransitionEvent(
+        id=f"{run_id}-{step}-b{os.urandom(4).hex()}",
+        run_id=run_id,
+        step=step,
+        breaker=transition.name,
+        from_state=transition.from_state,
+        to_state=transition.to_state,
+        failures=transition.failures,
+        reason=transition.reason,
+        started_at=transition.at,
+    )
 
 
 @dataclass(slots=True, kw_only=True)

@@ -11,12 +11,11 @@ processes with a Redis store); every transition is recorded in the trace.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Callable, Sequence
 
 from agentlab.errors import MalformedResponseError, ModelUnavailableError
-from agentlab.events import BreakerTransitionEvent
+from agentlab.events import breaker_event
 from agentlab.messages import Message, ToolDefinition
 from agentlab.models.base import Model, ModelResponse, ModelSettings
 from agentlab.models.context import current_call
@@ -93,16 +92,4 @@ def _record_transition(transition: BreakerTransition) -> None:
     call = current_call()
     if call is None or call.emit is None:
         return
-    call.emit(
-        BreakerTransitionEvent(
-            id=f"{call.run_id}-{call.step}-b{os.urandom(4).hex()}",
-            run_id=call.run_id,
-            step=call.step,
-            breaker=transition.name,
-            from_state=transition.from_state,
-            to_state=transition.to_state,
-            failures=transition.failures,
-            reason=transition.reason,
-            started_at=transition.at,
-        )
-    )
+    call.emit(breaker_event(transition, call.run_id, call.step))

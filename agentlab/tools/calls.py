@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 import time
 import weakref
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentlab._context import active_run
 from agentlab.errors import ApprovalRequired, ToolRetry
-from agentlab.events import BreakerTransitionEvent, CacheOutcome, ToolCallStatus
+from agentlab.events import CacheOutcome, ToolCallStatus, breaker_event
 from agentlab.messages import ToolCall
 from agentlab.resilience import (
     BreakerConfig,
@@ -323,16 +322,4 @@ def _record_transition(transition: BreakerTransition) -> None:
     run = active_run()
     if run is None:
         return
-    run.emit(
-        BreakerTransitionEvent(
-            id=f"{run.id}-{run.current_step}-b{os.urandom(4).hex()}",
-            run_id=run.id,
-            step=run.current_step,
-            breaker=transition.name,
-            from_state=transition.from_state,
-            to_state=transition.to_state,
-            failures=transition.failures,
-            reason=transition.reason,
-            started_at=transition.at,
-        )
-    )
+    run.emit(breaker_event(transition, run.id, run.current_step))
