@@ -77,6 +77,20 @@ class ModelUnavailableError(ModelError):
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
+class CircuitOpenError(ModelUnavailableError):
+    """The endpoint's circuit breaker is open: the request was refused without being
+    sent (not retried; a fallback model takes over)."""
+
+    default_hint = (
+        "Wait for the circuit breaker's next probe, fix the endpoint, or give the agent "
+        "a fallback model (fallback=[...]) to take over meanwhile."
+    )
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        kwargs["retryable"] = False
+        super().__init__(message, **kwargs)
+
+
 class ModelAuthError(ModelError):
     """The model endpoint rejected the credentials (401/403): never retried."""
 

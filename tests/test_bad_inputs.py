@@ -98,6 +98,8 @@ def test_unknown_tool(workspace):
     run, tools, models = recorded(store, result.run_id)
     assert run["status"] == "failed"
     assert "Unknown tool 'refund'. Available tools: get_order." in run["explanation"]
+    assert "calling a tool the agent does not have" in run["explanation"]
+    assert run["failure"]["error"] == "unknown_tool"
     assert_good_step_kept(tools, models)
     assert tools[1][:2] == ("refund", "unknown_tool")
 

@@ -272,6 +272,8 @@ def test_the_breaker_opens_stops_calls_and_recovers_through_half_open(server, wo
     assert all(r.ok and r.output == "backup answer" for r in while_open)
     (attempts,) = attempts_of(store, while_open[0].run_id)
     assert "Circuit breaker" in attempts[0]["error"] and attempts[0]["latency_ms"] < 50
+    assert attempts[0]["error_type"] == "CircuitOpenError"
+    assert "What to do" not in attempts[0]["error"], "the advice is the hint, said once"
     server.set_mode("ok")
     time.sleep(0.6)
     recovered = agent.run_sync("after the cooldown")
@@ -281,4 +283,4 @@ def test_the_breaker_opens_stops_calls_and_recovers_through_half_open(server, wo
     (route,) = store.sql("select route from model_calls where run_id = ?", [while_open[0].run_id])[
         0
     ]
-    assert route.startswith("fallback 1 after openai:fault failed (ModelUnavailableError)")
+    assert route.startswith("fallback 1 after openai:fault failed (CircuitOpenError)")

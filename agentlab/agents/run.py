@@ -72,6 +72,17 @@ _MEMORY_NEXT = (
     "or 'off')."
 )
 
+_TOOL_NEXT = {
+    "invalid_arguments": "Make the tool's parameter descriptions more precise (types, "
+    "formats, examples), or use a more capable model.",
+    "unknown_tool": "The model keeps calling a tool the agent does not have: name the "
+    "tools in the instructions, give them clearer names, or use a more capable model.",
+    "timeout": "Make the tool faster or raise its timeout, or fix the service behind it.",
+    "denied": "A person declined the call: change the request, or what the agent is asked.",
+    "error": "If the tool itself raised, fix the tool or the service behind it; if the "
+    "model sends arguments it cannot handle, describe its parameters more precisely.",
+}
+
 
 class Run:
     """One execution of an agent on one input.
@@ -587,9 +598,8 @@ class Run:
                 "tool",
                 f"the call to tool {call.name!r} failed {failures} times in a row; last "
                 f"error: {outcome.content}",
-                "If the model keeps sending bad arguments, make the tool's parameter "
-                "descriptions more precise or use a more capable model; if the tool itself "
-                "raised or timed out, fix the tool or the service behind it.",
+                _TOOL_NEXT.get(outcome.status, _TOOL_NEXT["error"]),
+                outcome.status,
             )
         return None
 
@@ -647,14 +657,16 @@ class Run:
         kind: str,
         what: str,
         next_: str,
-        error: BaseException | None = None,
+        error: BaseException | str | None = None,
     ) -> None:
+        """End the run badly with one failure record (`error`: the error behind it, or
+        for a tool the status of its last call)."""
         failure = Failure(
             kind=kind,
             what=what,
             next=next_,
             tried=tried(self.steps, self.budget.spent()),
-            error=None if error is None else type(error).__name__,
+            error=error if error is None or isinstance(error, str) else type(error).__name__,
         )
         if self.agent.escalate and status == "failed" and kind in ("model", "tool"):
             step = self.steps[-1].index if self.steps else 0

@@ -3,7 +3,7 @@
 After `failure_threshold` unavailability errors (timeouts, connection errors,
 429, 5xx, malformed replies) within its window the breaker opens: requests fail
 at once, without reaching the endpoint, with an explanation and as a
-:class:`ModelUnavailableError` that is not retried, so a fallback model takes
+:class:`~agentlab.errors.CircuitOpenError` that is not retried, so a fallback model takes
 over. After the cooldown one probe request goes through; its outcome closes or
 re-opens the breaker. State is shared by every run of the process (and across
 processes with a Redis store); every transition is recorded in the trace.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Sequence
 
-from agentlab.errors import MalformedResponseError, ModelUnavailableError
+from agentlab.errors import CircuitOpenError, MalformedResponseError, ModelUnavailableError
 from agentlab.events import breaker_event
 from agentlab.messages import Message, ToolDefinition
 from agentlab.models.base import Model, ModelResponse, ModelSettings
@@ -68,13 +68,8 @@ class CircuitBreakerModel(WrapperModel):
         try:
             ticket = self.breaker.acquire()
         except BreakerOpen as exc:
-            raise ModelUnavailableError(
-                f"{exc}",
-                model=self.wrapped.name,
-                retryable=False,
-                hint="Wait for the circuit breaker's next probe, fix the endpoint, or give "
-                "the agent a fallback model (fallback=[...]) to take over meanwhile.",
-            ) from exc
+            what, _, _ = str(exc).partition(" What to do:")  # the advice goes in the hint
+            raise CircuitOpenError(what, model=self.wrapped.name) from exc
         try:
             response = await self.wrapped.request(messages, tools, settings)
         except (ModelUnavailableError, MalformedResponseError) as exc:
