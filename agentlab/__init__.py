@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     # tools
     "Tool": "agentlab.tools",
     "tool": "agentlab.tools",
+    "Fallback": "agentlab.tools",
+    "simpler": "agentlab.tools",
     # models and the layers around them
     "Model": "agentlab.models",
     "ModelResponse": "agentlab.models",
@@ -107,6 +109,6 @@ if TYPE_CHECKING:
         allow_model_requests,
         infer_model,
     )
-    from agentlab.tools import Tool, tool
+    from agentlab.tools import Fallback, Tool, simpler, tool
     from agentlab.tracing import TraceStore
     from agentlab.usage import Price, PriceTable, Usage

@@ -131,7 +131,9 @@ class BudgetTracker:
         :data:`UNCAPPED_OUTPUT` tokens (no model replies with more in one request).
         """
         budget = self.budget
-        self.check_time(f"a request to {model}")
+        limit = budget.wall_time
+        if limit is not None and self.started + limit - time.monotonic() <= 0:
+            self.check_time(f"a request to {model}")  # raises (the text only when needed)
         if budget.model_calls is not None and self.model_calls >= budget.model_calls:
             self._exceeded(
                 "model_calls",
@@ -206,8 +208,11 @@ class BudgetTracker:
 
     def before_tool_call(self, tool: str) -> None:
         """Check and count a tool call before it runs."""
-        self.check_time(f"calling tool {tool!r}")
-        limit = self.budget.tool_calls
+        budget = self.budget
+        wall_time = budget.wall_time
+        if wall_time is not None and self.started + wall_time - time.monotonic() <= 0:
+            self.check_time(f"calling tool {tool!r}")  # raises (the text only when needed)
+        limit = budget.tool_calls
         if limit is not None and self.tool_calls >= limit:
             self._exceeded(
                 "tool_calls",

@@ -125,7 +125,9 @@ def sql(
     typer.echo(TraceStore(workspace).df(query).to_string(index=False))
 
 
-runs_app = typer.Typer(help="Runs in the trace store: list paused ones, resume them.")
+runs_app = typer.Typer(
+    help="Runs in the trace store: list paused and interrupted ones, resume them."
+)
 app.add_typer(runs_app, name="runs")
 
 
@@ -144,9 +146,25 @@ def runs_paused(workspace: Workspace = None) -> None:
         typer.echo(f"{run_id} {agent}: {question}")
 
 
+@runs_app.command("interrupted")
+def runs_interrupted(workspace: Workspace = None) -> None:
+    """List the runs whose process stopped before they finished (killed, crashed):
+    `agentlab runs resume RUN_ID --agent ...` carries each on from its last step."""
+    from agentlab.tracing import TraceStore
+
+    rows = TraceStore(workspace).sql(
+        "SELECT run_id, agent, explanation FROM runs WHERE status = 'interrupted' "
+        "ORDER BY started_at"
+    )
+    if not rows:
+        typer.echo("no interrupted runs")
+    for run_id, agent, explanation in rows:
+        typer.echo(f"{run_id} {agent}: {explanation}")
+
+
 @runs_app.command("resume")
 def runs_resume(
-    run_id: Annotated[str, typer.Argument(help="The paused run's id.")],
+    run_id: Annotated[str, typer.Argument(help="The paused or interrupted run's id.")],
     agent: Annotated[
         str, typer.Option(help="The agent's factory, 'package.module:function' (no arguments).")
     ],
@@ -163,7 +181,8 @@ def runs_resume(
     ] = None,
     workspace: Workspace = None,
 ) -> None:
-    """Resume a paused run with a decision on the call it waits for, and finish it."""
+    """Resume a paused run with a decision on the call it waits for, or an interrupted
+    run (its process died) from its last recorded step; then finish it."""
     from agentlab.agents import Agent
     from agentlab.tracing import TraceStore
 

@@ -175,11 +175,37 @@ class ApprovalRequired(AgentlabError):
     """Control signal: a tool call needs a person's approval before it runs; the
     run pauses (status ``paused``) until it is resumed with a decision."""
 
+    kind = "approval"
+
     def __init__(self, tool: str, arguments: str, key: str) -> None:
         super().__init__(f"tool {tool!r} needs approval before it runs ({arguments})")
         self.tool = tool
         self.arguments = arguments
         self.key = key
+
+    @property
+    def question(self) -> str:
+        """What the person is asked."""
+        return f"Approve the call to {self.tool!r} with {self.arguments}?"
+
+
+class OutcomeUnknown(ApprovalRequired):
+    """Control signal: a recovered run's process died inside this side-effecting
+    call, and the tool cannot deduplicate it (it takes no idempotency key), so
+    whether it happened is unknown: the run pauses for a person instead of making
+    the call again blindly."""
+
+    kind = "outcome_unknown"
+
+    @property
+    def question(self) -> str:
+        return (
+            f"The process making the call to {self.tool!r} with {self.arguments} stopped "
+            "inside it (killed or crashed), so whether it happened is unknown, and the tool "
+            "cannot deduplicate it (it takes no IdempotencyKey). Check the system behind it, "
+            "then resume with answer='what happened' if it happened (the model is told), "
+            "approve=True to make the call again, or approve=False to not make it."
+        )
 
 
 class TraceStoreError(AgentlabError):

@@ -25,8 +25,10 @@ are ``null``, booleans, empty or already redacted; public PEM blocks
 
 It runs on every trace event, so the common case (nothing to redact) is one
 pass of substring checks over the event's strings and returns the very same
-objects. Redaction never
-mutates its input; the parts that needed no change are shared, not copied.
+objects; strings already found clean (tool and model names, dict keys, a tool
+call's arguments seen again in its result event) are remembered and not scanned
+again, until a secret is registered. Redaction never mutates its input; the
+parts that needed no change are shared, not copied.
 
 The process-wide redactor is :func:`default_redactor` (configure it with
 :func:`configure_redaction`); :func:`install_log_redaction` redacts the records
@@ -38,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import operator
 import re
 import threading
 import types
@@ -81,6 +84,7 @@ MIN_SECRET_LENGTH = 6
 ordinary words)."""
 
 _T = TypeVar("_T")
+_SecretState = tuple[tuple[str, ...], re.Pattern[str] | None, dict[str, None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +211,10 @@ UNTOUCHED_MESSAGE_FIELDS: frozenset[str] = frozenset({"role", "id", "tool_call_i
 
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 _KEY_CACHE_SIZE = 4096
+_KNOWN_CLEAN_SIZE = 4096
+_KNOWN_CLEAN_MAX_LENGTH = 1024
+"""Strings found clean are remembered (up to this many, this long) so that the
+fast path does not scan them again: tool and model names, dict keys, statuses."""
 _ASCII_LOWER = {c: c + 32 for c in range(65, 91)}
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
@@ -373,8 +381,9 @@ class Redactor:
             f"_s{i}" if f"_s{i}" in (self._value_re.groupindex if self._value_re else {}) else None
             for i in range(len(values))
         )
-        # Literal secrets: (secrets longest first, their regex), swapped as one value.
-        self._secret_state: tuple[tuple[str, ...], re.Pattern[str] | None] = ((), None)
+        # Literal secrets: (secrets longest first, their regex, strings known to be
+        # clean with them), swapped as one value.
+        self._secret_state: _SecretState = ((), None, {})
         for secret in secrets:
             self.add_secret(secret)
 
@@ -417,7 +426,7 @@ class Redactor:
                 return True
             ordered = tuple(sorted((*current, value), key=len, reverse=True))
             regex = re.compile("|".join(re.escape(s) for s in ordered))
-            self._secret_state = (ordered, regex)
+            self._secret_state = (ordered, regex, {})  # a new secret: nothing known clean
         return True
 
     @property
@@ -446,10 +455,10 @@ class Redactor:
 
     # -- text ------------------------------------------------------------------------
 
-    def _scan(self, s: str) -> int:
+    def _scan(self, s: str, secrets: tuple[str, ...] | None = None) -> int:
         """Which passes `s` may need: 1 literal secrets, 2 value patterns, 4 key pairs."""
         flags = 0
-        for secret in self._secret_state[0]:
+        for secret in self._secret_state[0] if secrets is None else secrets:
             if secret in s:
                 flags = 1
                 break
@@ -580,45 +589,71 @@ class Redactor:
         return typing.cast(_T, self._walk(obj))
 
     def _clean(self, v: Any) -> bool:
-        """True when `v` certainly holds nothing to redact: all its strings (and dict
-        keys, each followed by ``:``) joined and scanned once, the fast path."""
+        """True when `v` certainly holds nothing to redact, the fast path: its strings
+        (and dict keys, each followed by ``:``) not already known to be clean are
+        joined and scanned once; the ones found clean are remembered."""
+        state = self._secret_state
+        known = state[2]
         out: list[str] = []
-        if not self._gather(v, out):
+        if not self._gather(v, out, known):
             return False
         if not out:
             return True
         joined = "\x00".join(out)
-        return not self._scan(joined) and "\\u" not in joined
-
-    def _gather(self, v: Any, out: list[str]) -> bool:
-        """Append the strings of `v` to `out`; False for a type :meth:`_walk` handles
-        in a way this cannot predict."""
-        t = type(v)
-        if t is str:
-            out.append(v)
-        elif v is None or t is int or t is float or t is bool:
-            pass
-        elif t is list or t is tuple:
-            for x in v:
-                if not self._gather(x, out):
-                    return False
-        elif t is dict:
-            for k, x in v.items():
-                if type(k) is str:
-                    out.append(k)
-                    out.append(":")
-                if not self._gather(x, out):
-                    return False
-        elif isinstance(v, BaseModel):
-            for name in _model_plan(t):
-                if not self._gather(getattr(v, name), out):
-                    return False
-        elif dataclasses.is_dataclass(v) and not isinstance(v, type):
-            for name in _dataclass_plan(t):
-                if not self._gather(getattr(v, name), out):
-                    return False
-        else:
+        if self._scan(joined, state[0]) or "\\u" in joined:
             return False
+        # Remember them only when they hold no sensitive key name either (the scan
+        # looks for those only in text with ':' or '='): a string remembered as
+        # clean may later be a dict key.
+        if not (":" in joined or "=" in joined or self._pair_re is None):
+            if self._key_always:
+                return True
+            low = joined.lower()
+            for t in self._key_triggers:
+                if t in low:
+                    return True
+        if len(known) + len(out) > _KNOWN_CLEAN_SIZE:
+            known.clear()
+        for s in out:
+            if len(s) <= _KNOWN_CLEAN_MAX_LENGTH:
+                known[s] = None
+        return True
+
+    def _gather(self, v: Any, out: list[str], known: dict[str, None]) -> bool:
+        """Append the strings of `v` not in `known` to `out` (in no particular order);
+        False for a type :meth:`_walk` handles in a way this cannot predict. It runs
+        on every event: containers go on a stack (no call per container), strings,
+        None and numbers are handled inline."""
+        if type(v) is str:
+            if v not in known:
+                out.append(v)
+            return True
+        stack = [v]
+        while stack:
+            v = stack.pop()
+            t = type(v)
+            items: Iterable[Any]
+            if t is list or t is tuple:
+                items = v
+            elif t is dict:
+                if not known.keys() >= v.keys():  # usually every key was seen clean before
+                    for k in v:
+                        if type(k) is str and k not in known:
+                            out.append(k)
+                            out.append(":")
+                items = v.values()
+            else:
+                getter = _GETTERS.get(t) or _fields_getter(v)
+                if getter is None:
+                    return False
+                items = getter(v)
+            for x in items:
+                tx = type(x)
+                if tx is str:
+                    if x not in known:
+                        out.append(x)
+                elif tx not in _SCALARS:
+                    stack.append(x)
         return True
 
     def _walk(self, v: Any) -> Any:
@@ -758,6 +793,31 @@ def _model_plan(cls: type[BaseModel]) -> tuple[str, ...]:
             if name not in UNTOUCHED_MESSAGE_FIELDS and _may_hold_text(info.annotation)
         )
     return plan
+
+
+_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+_SCALARS: frozenset[type] = frozenset({int, float, bool, type(None)})
+
+
+def _fields_getter(v: Any) -> Callable[[Any], tuple[Any, ...]] | None:
+    """A function returning the values of the text fields of `v`'s type (a pydantic
+    model or a dataclass), in one call; None for any other type."""
+    t = type(v)
+    if isinstance(v, BaseModel):
+        plan = _model_plan(t)
+    elif dataclasses.is_dataclass(v) and not isinstance(v, type):
+        plan = _dataclass_plan(t)
+    else:
+        return None
+    if len(plan) > 1:
+        getter: Callable[[Any], tuple[Any, ...]] = operator.attrgetter(*plan)
+    elif plan:
+        name = plan[0]
+        getter = lambda obj: (getattr(obj, name),)  # noqa: E731
+    else:
+        getter = lambda obj: ()  # noqa: E731
+    _GETTERS[t] = getter
+    return getter
 
 
 def _dataclass_plan(cls: type) -> tuple[str, ...]:

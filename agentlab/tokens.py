@@ -29,6 +29,7 @@ __all__ = [
     "TokenCounter",
     "count_message",
     "message_text",
+    "message_text_length",
 ]
 
 MESSAGE_OVERHEAD = 4
@@ -71,6 +72,23 @@ def message_text(message: Message) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def message_text_length(message: Message) -> int:
+    """``len(message_text(message))``, without building the text."""
+    content = message.content
+    length = len(content) if content else 0
+    parts = 1 if length else 0
+    if message.role == "assistant":
+        for call in message.tool_calls:  # "name(arguments)": never empty
+            length += len(call.name) + len(call.arguments) + 2
+            parts += 1
+    elif message.role == "tool" and message.name:
+        length += len(message.name)
+        parts += 1
+    return length + parts - 1 if parts else 0
+
+
 def count_message(counter: TokenCounter, message: Message) -> int:
     """Tokens of one message, with the chat template's overhead."""
+    if type(counter) is EstimateCounter:  # the estimate needs only the text's length
+        return math.ceil(message_text_length(message) / counter.chars_per_token) + MESSAGE_OVERHEAD
     return counter.count(message_text(message)) + MESSAGE_OVERHEAD

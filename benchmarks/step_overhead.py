@@ -5,9 +5,10 @@ The scripted model calls ``add(a, b)`` ten times (3 tools offered), then answers
 tool calls it asked for) with tracing off (no production layers), with durable
 tracing on, and in production: retry, circuit breaker, budget and redaction
 layers on with durable tracing; then the time `import agentlab` takes. The last
-line is JSON.
+line is JSON. With ``--repeat N`` the three set-ups are measured N times in turn and
+the medians printed (a shared machine is noisy).
 
-    python benchmarks/step_overhead.py [--runs 2000]
+    python benchmarks/step_overhead.py [--runs 2000] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -102,25 +104,32 @@ def _import_seconds(statement: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; medians are printed")
     args = parser.parse_args()
     model = FunctionModel(script)
     tools = [add, multiply, negate]
     bare = {"retry": None, "breaker": None, "alerts": None, "max_steps": 20}
-    off = asyncio.run(_measure(ReActAgent(model, tools, trace=False, **bare), args.runs))
     with tempfile.TemporaryDirectory() as workspace:
         from agentlab.tracing import TraceStore
 
         store = TraceStore(workspace)
         writer = store.writer(durable=True)
-        on = asyncio.run(_measure(ReActAgent(model, tools, trace=writer, **bare), args.runs))
-        production = ReActAgent(
-            model,
-            tools,
-            trace=writer,
-            max_steps=20,
-            budget=Budget(tokens=1_000_000, tool_calls=1000, wall_time=60),
-        )  # retries, breakers, loop alerts and redaction are on by default
-        prod = asyncio.run(_measure(production, args.runs))
+        agents = {
+            "off": ReActAgent(model, tools, trace=False, **bare),
+            "on": ReActAgent(model, tools, trace=writer, **bare),
+            "prod": ReActAgent(
+                model,
+                tools,
+                trace=writer,
+                max_steps=20,
+                budget=Budget(tokens=1_000_000, tool_calls=1000, wall_time=60),
+            ),  # retries, breakers, loop alerts and redaction are on by default
+        }
+        measured: dict[str, list[float]] = {name: [] for name in agents}
+        for _ in range(max(1, args.repeat)):
+            for name, agent in agents.items():
+                measured[name].append(asyncio.run(_measure(agent, args.runs)))
+        off, on, prod = (statistics.median(measured[name]) for name in ("off", "on", "prod"))
         recorded = store.sql("select count(*) from tool_calls")[0][0]
     import_s = _import_seconds("import agentlab")
     api_s = _import_seconds("from agentlab import ReActAgent, tool")
@@ -140,6 +149,7 @@ def main() -> None:
                 "import_agent_api_s": round(api_s, 3),
                 "steps_per_run": TOOL_CALLS + 1,
                 "runs": args.runs,
+                "repeat": max(1, args.repeat),
             }
         )
     )

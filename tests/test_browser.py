@@ -1,4 +1,5 @@
-"""The run inspector in a real browser: JupyterLab + Debian Chromium via playwright.
+"""Widgets in a real browser: JupyterLab + Debian Chromium via playwright (the run
+inspector's "Next step"; the approval widget's Approve; both themes, screenshotted).
 
 Needs ``/usr/bin/chromium`` (Debian's ``chromium``, which ``make install`` installs
 through ``tools/ensure-browser`` when run as root) and the ``playwright`` Python
@@ -21,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -77,9 +79,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_notebook(path: Path) -> None:
+def _write_notebook(path: Path, source: str) -> None:
     nb = nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(CELL)],
+        cells=[nbformat.v4.new_code_cell(source)],
         metadata={
             "kernelspec": {
                 "name": "python3",
@@ -88,16 +90,29 @@ def _write_notebook(path: Path) -> None:
             }
         },
     )
-    nb.cells[0]["id"] = "inspector"
+    nb.cells[0]["id"] = path.stem
     nbformat.write(nb, path)
 
 
+@dataclass
+class Lab:
+    """A running JupyterLab: ``notebook(name, source)`` writes a one-cell notebook
+    into its root and returns the URL that opens it."""
+
+    base: str
+    token: str
+    root: Path
+
+    def notebook(self, name: str, source: str) -> str:
+        _write_notebook(self.root / name, source)
+        return f"{self.base}/lab/tree/{name}?token={self.token}"
+
+
 @pytest.fixture
-def lab(tmp_path) -> Iterator[str]:
-    """JupyterLab on 127.0.0.1 with a token and isolated config; yields the notebook URL."""
+def lab(tmp_path) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 with a token and isolated config (and workspace)."""
     root = tmp_path / "root"
     root.mkdir()
-    _write_notebook(root / NOTEBOOK)
     env = dict(os.environ)
     for var, name in [
         ("JUPYTER_CONFIG_DIR", "config"),
@@ -147,7 +162,7 @@ def lab(tmp_path) -> Iterator[str]:
                     text = (tmp_path / "jupyter.log").read_text(errors="replace")[-3000:]
                     pytest.fail(f"JupyterLab did not start within 60 s:\n{text}")
                 time.sleep(0.2)
-        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}"
+        yield Lab(base, token, root)
     finally:
         _stop(server)
         log.close()
@@ -202,21 +217,27 @@ def _run_first_cell(page: sync_api.Page) -> None:
     raise AssertionError("the cell never started executing after 5 Ctrl+Enter")
 
 
+def _open_and_run(page: sync_api.Page, url: str) -> None:
+    """Open the notebook, wait for its kernel, run its cell."""
+    expect = sync_api.expect
+    page.goto(url, wait_until="domcontentloaded")
+    expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(timeout=60_000)
+    idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
+    expect(idle.first).to_be_attached(timeout=60_000)
+    _run_first_cell(page)
+
+
 @pytest.mark.timeout(180)
 def test_inspector_renders_and_next_step_advances_the_run(lab, page, tmp_path):
     expect = sync_api.expect
     shot = tmp_path / "inspector.png"
     try:
-        page.goto(lab, wait_until="domcontentloaded")
-        expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(timeout=60_000)
-        idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
-        expect(idle.first).to_be_attached(timeout=60_000)
-        _run_first_cell(page)
+        _open_and_run(page, lab.notebook(NOTEBOOK, CELL))
 
         inspector = page.locator(".agentlab-inspector")
         expect(inspector).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Loading widget...")).to_have_count(0)
-        rows = inspector.locator("table.agentlab-steps tbody tr")
+        rows = inspector.locator("table.agentlab-steps > tbody > tr:not(.agentlab-detail)")
         expect(rows.first).to_be_visible()
         expect(rows).to_have_count(2)  # step 1: a model call and its tool call
         before = inspector.locator("table.agentlab-steps").inner_text()
@@ -242,5 +263,171 @@ def test_inspector_renders_and_next_step_advances_the_run(lab, page, tmp_path):
         try:
             page.screenshot(path=str(shot), full_page=True)
             print(f"screenshot (failure): {shot}")
+        finally:
+            raise
+
+
+APPROVAL_CELL = '''\
+import json
+from IPython.display import display
+from agentlab import ReActAgent, tool
+from agentlab.agents.alerts import LoopAlerts
+from agentlab.errors import ModelUnavailableError
+from agentlab.messages import AssistantMessage, ToolCall, ToolMessage
+from agentlab.models import FunctionModel, RetryPolicy
+from agentlab.resilience import BreakerConfig
+from agentlab.ui import ApprovalWidget, RunInspector
+
+refunded = []
+
+@tool(requires_approval=True)
+def refund(order_id: str, amount_usd: float, reason: str) -> str:
+    """Refund an order (money leaves the shop: a person approves it first).
+
+    Args:
+        order_id: The order id.
+        amount_usd: How much to refund.
+        reason: Why, in the customer's words.
+    """
+    refunded.append(order_id)
+    return f"refunded {amount_usd} USD on {order_id}"
+
+def refunds(messages, tools):
+    done = [m for m in messages if isinstance(m, ToolMessage)]
+    if not done:
+        arguments = {"order_id": "O-1003", "amount_usd": 42.5, "reason": "arrived damaged"}
+        call = ToolCall(id="c1", name="refund", arguments=json.dumps(arguments))
+        return AssistantMessage(content="I will refund it.", tool_calls=(call,))
+    return AssistantMessage(content="Done: " + done[-1].content)
+
+def down(messages, tools):
+    raise ModelUnavailableError("503 Service Unavailable: the primary model is overloaded")
+
+def backup(messages, tools):
+    done = [m for m in messages if isinstance(m, ToolMessage)]
+    if len(done) < 2:
+        call = ToolCall(id=f"s{len(done)}", name="status", arguments='{"order_id": "O-1003"}')
+        return AssistantMessage(tool_calls=(call,))
+    return AssistantMessage(content="O-1003 is delivered.")
+
+@tool
+def status(order_id: str) -> str:
+    """The status of an order.
+
+    Args:
+        order_id: The order id.
+    """
+    return "delivered"
+
+refunder = ReActAgent(FunctionModel(refunds, name="refunds"), [refund], name="refunds")
+run = refunder.start("Refund O-1003: it arrived damaged")
+run.finish_sync()
+approval = ApprovalWidget(run)
+waiting = refunder.start("Refund O-1003 again")
+waiting.finish_sync()
+
+flaky = ReActAgent(FunctionModel(down, name="primary"), name="support", escalate=True,
+                   retry=RetryPolicy(2, initial=0.05), breaker=None)
+escalated = flaky.start("Where is my order O-1003?")
+escalated.finish_sync()
+
+resilient = ReActAgent(
+    FunctionModel(down, name="primary"), [status], name="support",
+    retry=RetryPolicy(2, initial=0.05), breaker=BreakerConfig(failure_threshold=2, cooldown_s=60),
+    fallback=[FunctionModel(backup, name="backup")], alerts=LoopAlerts(repeat=2),
+).run_sync("Where is my order O-1003?")
+
+failed = ReActAgent(FunctionModel(down, name="primary"), name="support",
+                    retry=RetryPolicy(2, initial=0.05), breaker=None).start("Where is O-1003?")
+failed.finish_sync()
+
+display(approval, ApprovalWidget(escalated), RunInspector(run_id=resilient.run_id), failed,
+        waiting, ApprovalWidget(waiting))'''
+
+
+def _switch_to_dark(page: sync_api.Page) -> None:
+    """Settings → Theme → JupyterLab Dark, through the menus."""
+
+    def item(menu: str, label: str) -> sync_api.Locator:
+        return page.locator(menu).filter(has_text=re.compile(f"^{re.escape(label)}$"))
+
+    item(".lm-MenuBar-itemLabel", "Settings").click()
+    item(".lm-Menu-itemLabel", "Theme").click()
+    item(".lm-Menu-itemLabel", "JupyterLab Dark").click()
+    sync_api.expect(page.locator("body[data-jp-theme-light='false']")).to_be_attached()
+    page.wait_for_timeout(500)  # the theme's stylesheet settles
+
+
+def _luminance(css_colour: str) -> float:
+    """Relative luminance (0 black .. 1 white) of an ``rgb(a)(...)`` colour."""
+    r, g, b = (int(v) / 255 for v in re.findall(r"[\d.]+", css_colour)[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+@pytest.mark.timeout(240)
+def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_path):
+    expect = sync_api.expect
+
+    def shoot(locator: sync_api.Locator, name: str) -> None:
+        path = tmp_path / f"{name}.png"
+        locator.scroll_into_view_if_needed()
+        locator.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+
+    try:
+        _open_and_run(page, lab.notebook("approval.ipynb", APPROVAL_CELL))
+        approval = page.locator(".agentlab-approval").first
+        escalation = page.locator(".agentlab-approval").nth(1)
+        inspector = page.locator(".agentlab-inspector")
+        failed = page.locator(".jp-RenderedHTMLCommon").filter(has_text="Why it stopped")
+        paused = page.locator(".jp-RenderedHTMLCommon").filter(has_text="Waiting for approval")
+        untouched = page.locator(".agentlab-approval").nth(2)
+        expect(inspector).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Loading widget...")).to_have_count(0)
+        expect(approval).to_contain_text("waits for approval")
+        expect(approval).to_contain_text('"reason": "arrived damaged"')
+        expect(escalation).to_contain_text("needs a person")
+        expect(escalation).to_contain_text("What to do next")
+        expect(inspector.locator("table.agentlab-attempts").first).to_be_visible()
+        expect(inspector).to_contain_text("Circuit breakers")
+        expect(inspector).to_contain_text("repeated_call")
+        # JupyterLab right-aligns cells of rendered HTML; ours must stay left-aligned.
+        cell = failed.locator(".agentlab td").first
+        assert cell.evaluate("td => getComputedStyle(td).textAlign") == "left"
+        shoot(approval, "approval-paused-light")
+        shoot(paused, "paused-run-light")
+
+        approve = approval.get_by_role("button", name="Approve")
+        approval.get_by_placeholder("Note (optional)").fill("damaged on arrival: photo checked")
+        approve.click()
+        expect(approval).to_contain_text("Completed", timeout=30_000)
+        expect(approval).to_contain_text("Done: refunded 42.5 USD on O-1003")
+        expect(approve).to_be_hidden()
+        expect(untouched).to_contain_text("waits for approval")  # another run: still paused
+        shoot(approval, "approval-completed-light")
+        shoot(escalation, "escalation-light")
+        shoot(inspector, "inspector-light")
+        shoot(failed, "failed-run-light")
+        light_text = _luminance(
+            inspector.locator(".agentlab").first.evaluate("e => getComputedStyle(e).color")
+        )
+
+        _switch_to_dark(page)
+        dark_text = _luminance(
+            inspector.locator(".agentlab").first.evaluate("e => getComputedStyle(e).color")
+        )
+        assert light_text < 0.2 and dark_text > 0.6, "the text colour follows the theme"
+        shoot(untouched, "approval-paused-dark")
+        shoot(paused, "paused-run-dark")
+        shoot(approval, "approval-completed-dark")
+        shoot(escalation, "escalation-dark")
+        shoot(inspector, "inspector-dark")
+        shoot(failed, "failed-run-dark")
+    except BaseException:
+        try:
+            path = tmp_path / "failure.png"
+            page.screenshot(path=str(path), full_page=True)
+            print(f"screenshot (failure): {path}")
         finally:
             raise

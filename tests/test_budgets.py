@@ -3,14 +3,31 @@ never sent) and after it (real usage); set per agent, overridden per run."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from agentlab import Budget, Price, PriceTable, ReActAgent, tool
-from agentlab.errors import UserError
-from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition
+from agentlab.budgets import BudgetTracker
+from agentlab.errors import BudgetExceededError, UserError
+from agentlab.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolDefinition,
+    ToolMessage,
+    UserMessage,
+)
 from agentlab.models import FunctionModel, ModelResponse, ModelSettings
+from agentlab.tokens import (
+    MESSAGE_OVERHEAD,
+    EstimateCounter,
+    count_message,
+    message_text,
+    message_text_length,
+)
 from agentlab.usage import Usage
 
 
@@ -158,3 +175,45 @@ def test_budgets_are_checked_when_they_are_made() -> None:
     with pytest.raises(UserError, match=r"Budget\(tokens=0\): a limit must be positive"):
         Budget(tokens=0)
     assert Budget(tokens=10, cost=1.0).merged(Budget(cost=2.0)) == Budget(tokens=10, cost=2.0)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        SystemMessage(content="You are terse."),
+        UserMessage(content=""),
+        UserMessage(content="héllo wörld ✓"),
+        AssistantMessage(content="The answer is 4."),
+        AssistantMessage(content=None),
+        AssistantMessage(content="", tool_calls=(ToolCall(id="c", name="f", arguments=""),)),
+        AssistantMessage(
+            content="thinking",
+            tool_calls=(
+                ToolCall(id="a", name="add", arguments='{"a": 1, "b": 2}'),
+                ToolCall(id="b", name="négate", arguments="{}"),
+            ),
+        ),
+        ToolMessage(tool_call_id="c", name="add", content="3"),
+        ToolMessage(tool_call_id="c", name="", content=""),
+        ToolMessage(tool_call_id="c", name="add", content=""),
+    ],
+    ids=lambda m: f"{m.role}-{len(message_text(m))}",
+)
+def test_the_token_estimate_counts_the_text_without_building_it(message: Message) -> None:
+    """The budget's per-step estimate takes the length of a message's text without
+    building it: the same count as counting the text itself."""
+    assert message_text_length(message) == len(message_text(message))
+    for counter in (EstimateCounter(), EstimateCounter(1.0), EstimateCounter(4.2)):
+        expected = counter.count(message_text(message)) + MESSAGE_OVERHEAD
+        assert count_message(counter, message) == expected
+
+
+def test_budget_checks_without_a_wall_time_limit_and_at_its_end() -> None:
+    tracker = BudgetTracker(Budget(tokens=100, tool_calls=2))
+    assert tracker.before_model_call("m", None, 10, None) == 90
+    tracker.before_tool_call("ping")
+    timed = BudgetTracker(Budget(wall_time=1.0), started=time.monotonic() - 2.0)
+    with pytest.raises(BudgetExceededError, match=r"wall-time budget of 1 s is spent.*to m"):
+        timed.before_model_call("m", None, 0, None)
+    with pytest.raises(BudgetExceededError, match="before calling tool 'ping'"):
+        timed.before_tool_call("ping")

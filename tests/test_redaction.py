@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import logging
+import random
 import re
 import threading
 import typing
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 import agentlab.redact as redact_module
 from agentlab.errors import UserError
@@ -22,6 +23,7 @@ from agentlab.events import (
     Event,
     ModelCallEvent,
     RunFinished,
+    RunStarted,
     ToolCallEvent,
     dump_event,
     parse_event,
@@ -673,6 +675,202 @@ def test_typical_events_untouched_fields(r: Redactor) -> None:
         started_at=1.0,
     )
     assert b"hunter2pw" not in dump_event(r.redact_event(call))
+
+
+# -- the fast path never lets through what the full walk catches ------------------------------
+
+
+class _AlwaysWalk(Redactor):
+    """The reference: no fast path, every event walked field by field."""
+
+    def _clean(self, v: Any) -> bool:
+        return False
+
+
+REGISTERED = "reg-4f2a9c-value"  # no trigger: only the literal check finds it
+# (text, secret part that must not survive); None: nothing to redact.
+TRICKY: list[tuple[str, str | None]] = [
+    ("order O-1001 was shipped", None),
+    ("The sum is 10.", None),
+    ('{"a": 1, "b": 2}', None),
+    ("max_tokens: 12, token_count=3", None),
+    ("a passage about a monkey, a keyboard and an author", None),
+    ("mail bob@example.com or see http://example.com/a?b=c", None),
+    ("the bearer of bad news", None),
+    ("session_id: 4f2a", None),
+    ("api_key", None),  # a word alone, later used as a dict key
+    ("password", None),
+    (f"see {OPENAI_KEY}", OPENAI_KEY),
+    ("Authorization: Bearer abc.def-123", "abc.def-123"),
+    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig_abcdefgh", "eyJzdWIiOiIxMjM0In0"),
+    ("http://bob:Pw0rdInUrl@host/v1", "Pw0rdInUrl"),
+    ("key id AKIAABCDEFGHIJKLMNOP", "AKIAABCDEFGHIJKLMNOP"),
+    ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", "abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("xoxb-1234567890-abcdef", "1234567890-abcdef"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIsecretbody\n-----END RSA PRIVATE KEY-----", "MIIsecret"),
+    ('{"api_key": "PlainKeyValue"}', "PlainKeyValue"),
+    ('{"user": "ada", "password": "hunter2pass"}', "hunter2pass"),
+    ('{"args": "{\\"password\\": \\"nested-pw-9\\"}"}', "nested-pw-9"),  # JSON in a JSON string
+    ('{"p\\u0061ssword": "escaped-pw-7"}', "escaped-pw-7"),  # a \u escape hides the key
+    ('{"q": "\\u0073k-proj-Z9aB8cD7eF6gH5iJ4kL3mN2"}', "Z9aB8cD7eF6gH5iJ4kL3mN2"),
+    ("password=Hunter2secret", "Hunter2secret"),
+    ("apiKey: camelKeyValue", "camelKeyValue"),
+    ('{"to\u212aen": "kelvin-value"}', "kelvin-value"),  # the Kelvin sign lowercases to 'k'
+    ("to\u212aen: kelvin-text", None),  # in text, only ASCII key names are matched
+    (f"the value {REGISTERED} again", REGISTERED),
+]
+PLAIN = ["hello", "42", "add", "ok", '{"a": 1}', "x=1", "a: b", "The sum is 10.", "é ü", "O-1001"]
+PLAIN.append(f"the value {REGISTERED} again")  # clean until registered half-way
+SAFE_KEYS = ["note", "x", "token_count", "max_tokens", "author"]
+KEYS = ["api_key", "apiKey", "password", "session_key", "to\u212aen"]
+
+
+def _random_event(rng: random.Random, texts: list[str]) -> Any:
+    """An event of a random kind whose strings are made of `texts`; most are clean (so
+    the fast path and its memory of clean strings are exercised), some hold secrets."""
+    near = [t for t, secret in TRICKY if secret is None and t in texts]
+    dirty = [t for t in texts if t not in near]
+
+    def text() -> str:
+        def one() -> str:
+            roll = rng.random()
+            return rng.choice(dirty if roll < 0.03 else near if roll < 0.1 else PLAIN)
+
+        return " ".join(one() for _ in range(rng.randint(1, 2)))
+
+    def key() -> str:
+        return rng.choice(KEYS if rng.random() < 0.05 else SAFE_KEYS)
+
+    def value(depth: int = 0) -> Any:
+        roll = rng.random()
+        if depth < 2 and roll < 0.2:
+            return {key(): value(depth + 1) for _ in range(rng.randint(1, 3))}
+        if depth < 2 and roll < 0.3:
+            return [value(depth + 1) for _ in range(rng.randint(1, 3))]
+        return rng.choice([text(), text(), 7, None, 1.5])
+
+    kind = rng.randrange(3)
+    if kind == 0:
+        return ToolCallEvent(
+            id="r-1-1",
+            run_id="r",
+            step=1,
+            tool=rng.choice(["add", "login"]),
+            arguments=text(),
+            result=text(),
+            error=rng.choice([None, text()]),
+            latency_ms=1.0,
+            started_at=2.0,
+        )
+    if kind == 1:
+        calls = tuple(ToolCall(id=f"c{i}", name="add", arguments=text()) for i in range(2))
+        return ModelCallEvent(
+            id="r-1",
+            run_id="r",
+            step=1,
+            model="scripted:function",
+            messages=[
+                UserMessage(content=text()),
+                ToolMessage(tool_call_id="c0", name="add", content=text()),
+            ],
+            context_messages=2,
+            tools=["add", "login"],
+            response=AssistantMessage(content=rng.choice([None, text()]), tool_calls=calls),
+            latency_ms=1.0,
+            started_at=2.0,
+            error=rng.choice([None, text()]),
+            attempts=[{"number": 1, "model": "m", "status": "error", "error": value()}],
+        )
+    return RunStarted(
+        run_id="r",
+        agent="agent",
+        model="m",
+        input=text(),
+        started_at=1.0,
+        metadata={key(): value() for _ in range(rng.randint(0, 3))},
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_matches_the_full_walk_on_random_events(seed: int) -> None:
+    """A property test (seeded): on a long sequence of events made of tricky texts, the
+    fast path (strings remembered as clean, skipped scans) writes exactly what the full
+    walk writes; a secret is registered half-way, after its text was seen clean."""
+    rng = random.Random(seed)
+    texts = [t for t, _ in TRICKY]
+    r = Redactor()
+    for i in range(600):
+        if i == 300:
+            r.add_secret(REGISTERED)
+        event = _random_event(rng, texts)
+        fast = dump_event(r.redact_event(event))
+        assert fast == dump_event(_AlwaysWalk(secrets=r.secrets).redact_event(event)), event
+        if i >= 300:
+            assert REGISTERED.encode() not in fast
+
+
+@pytest.mark.parametrize(("text", "secret"), [t for t in TRICKY if t[1]], ids=lambda v: str(v)[:24])
+def test_each_tricky_secret_is_caught_after_the_cache_is_warm(text: str, secret: str) -> None:
+    r = Redactor(secrets=[REGISTERED])
+    for clean, _ in TRICKY:  # remember every clean text first
+        r.redact_event(_tool_event(clean, clean))
+    for event in (
+        _tool_event(text, "ok"),
+        _tool_event("{}", text),
+        _tool_event("{}", json.dumps({"note": text})),
+        _tool_event("{}", json.dumps({"data": json.dumps({"inner": text})})),
+    ):
+        dumped = dump_event(r.redact_event(event))
+        assert secret.encode() not in dumped.replace(b"\\\\", b"\\"), dumped
+        assert dumped == dump_event(_AlwaysWalk(secrets=[REGISTERED]).redact_event(event))
+
+
+def _tool_event(arguments: str, result: str) -> ToolCallEvent:
+    return ToolCallEvent(
+        id="r-1-1",
+        run_id="r",
+        step=1,
+        tool="login",
+        arguments=arguments,
+        result=result,
+        latency_ms=1.0,
+        started_at=2.0,
+    )
+
+
+def test_a_word_seen_clean_is_still_checked_as_a_key() -> None:
+    r = Redactor()
+    for word in ("api_key", "password", "apiKey"):
+        seen = RunStarted(run_id="r", agent="a", model="m", input=word, started_at=1.0)
+        assert r.redact_event(seen) is seen  # clean: no ':' or '=', so no key-value pair
+        used = RunStarted(
+            run_id="r", agent="a", model="m", input="hi", started_at=1.0, metadata={word: "v4lue"}
+        )
+        assert r.redact_event(used).metadata == {word: R}
+
+
+def test_a_secret_registered_later_is_caught_in_a_text_seen_clean_before() -> None:
+    r = Redactor()
+    event = _tool_event("{}", "tok-4f2a9c")
+    assert r.redact_event(event) is event
+    assert r.redact_event(event) is event  # now remembered as clean
+    r.add_secret("tok-4f2a9c")
+    assert r.redact_event(event).result == R
+
+
+def test_clean_strings_are_remembered_and_skipped(r: Redactor) -> None:
+    event = _tool_event('{"a": 1}', "order O-1001 was shipped")
+    assert r.redact_event(event) is event
+    out: list[str] = []
+    assert r._gather(event, out, r._secret_state[2]) and out == []  # nothing left to scan
+
+
+def test_dump_event_is_what_pydantic_writes_for_every_event_kind() -> None:
+    """``dump_event`` serializes message unions as ``Any`` (faster): same bytes."""
+    for cls in _event_types():
+        for text, secret in ((SECRET_TEXT, True), (CLEAN_TEXT, False), ('é\x01\u2028"\\/', False)):
+            event = _build_event(cls, text, secret=secret)
+            assert dump_event(event) == TypeAdapter(cls).serializer.to_json(event), cls
 
 
 # -- literal secrets, the process-wide redactor ------------------------------------------------

@@ -131,7 +131,10 @@ def test_round_trip_of_every_event_kind(tmp_path):
     # JSON columns are queryable.
     assert store.sql("SELECT response->>'$.tool_calls[0].name' FROM model_calls") == [("add",)]
 
-    [tc] = store.sql("SELECT * FROM tool_calls")
+    [tc] = store.sql(
+        "SELECT id, run_id, step, tool, arguments, result, status, error, latency_ms, "
+        "started_at, cache, saved_cost, saved_latency_ms FROM tool_calls"
+    )
     assert tc == (
         "r1-t1",
         "r1",

@@ -1,8 +1,11 @@
-"""HTML views of core objects and the run inspector widget (Python level)."""
+"""HTML views of core objects, the run inspector and the approval widget (Python
+level: widget state after calling the buttons' handlers)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import sys
 from collections.abc import Sequence
 from html import escape
@@ -10,17 +13,19 @@ from html import escape
 import pytest
 
 from agentlab.agents import ReActAgent
+from agentlab.agents.alerts import LoopAlerts
 from agentlab.demo import build_support_agent
-from agentlab.errors import MissingExtraError
+from agentlab.errors import MissingExtraError, ModelUnavailableError, UserError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, ToolMessage
-from agentlab.models import FunctionModel
+from agentlab.models import FunctionModel, RetryPolicy
+from agentlab.resilience import BreakerConfig
 from agentlab.tools import tool
 from agentlab.tracing import TraceStore
 
 pytest.importorskip("ipywidgets")
 pytest.importorskip("matplotlib")
 
-from agentlab.ui import RunInspector
+from agentlab.ui import ApprovalWidget, RunInspector
 
 
 def support_script(
@@ -167,3 +172,339 @@ def test_import_names_the_notebook_extra(monkeypatch):
         import agentlab.ui  # noqa: F401
     assert info.value.extra == "notebook"
     assert "agentlab[notebook]" in str(info.value)
+
+
+# -- routing, breakers, alerts and failures in the views --------------------------------
+
+
+def down(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> AssistantMessage:
+    raise ModelUnavailableError("503 from the primary: overloaded")
+
+
+def backup(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> AssistantMessage:
+    """Ask for the same status twice (a loop alert), then answer."""
+    results = [m for m in messages if isinstance(m, ToolMessage)]
+    if len(results) < 2:
+        call = ToolCall(id=f"c{len(results)}", name="status", arguments='{"order_id": "O-1"}')
+        return AssistantMessage(tool_calls=(call,))
+    return AssistantMessage(content="O-1 is pending.")
+
+
+@tool
+def status(order_id: str) -> str:
+    """The status of an order.
+
+    Args:
+        order_id: The order id.
+    """
+    return "pending"
+
+
+def resilient_agent(workspace) -> ReActAgent:  # type: ignore[no-untyped-def]
+    """Primary model down: retried, then the breaker opens; a backup serves; a loop alert."""
+    return ReActAgent(
+        FunctionModel(down, name="primary"),
+        [status],
+        trace=workspace,
+        retry=RetryPolicy(2, initial=0.02),
+        breaker=BreakerConfig(failure_threshold=2, cooldown_s=60),
+        fallback=[FunctionModel(backup, name="backup")],
+        alerts=LoopAlerts(repeat=2),
+    )
+
+
+def test_inspector_shows_attempts_routing_breakers_and_alerts(tmp_path, store):
+    result = resilient_agent(tmp_path / "ws").run_sync("Is O-1 shipped?")
+    assert result.ok
+    inspector = RunInspector(store, run_id=result.run_id)
+    first = inspector.rows[0]
+    assert first["kind"] == "model_call" and first["served_by"] == "scripted:backup"
+    assert [(a["number"], a["model"], a["status"]) for a in first["attempts"]] == [
+        (1, "scripted:primary", "error"),
+        (2, "scripted:primary", "error"),
+        (3, "scripted:backup", "ok"),
+    ]
+    assert first["attempts"][0]["wait_s"] is not None, "the retry waited"
+    html = inspector.steps_view.value
+    assert 'class="agentlab-detail"' in html and "requests of step 1" in html
+    assert "agentlab-attempts" in html
+    assert "503 from the primary: overloaded" in html and "ModelUnavailableError" in html
+    assert "served by <code>scripted:backup</code>" in html
+    assert "fallback 1 after scripted:primary failed (ModelUnavailableError)" in html
+    assert "CircuitOpenError" in html, "later steps: the open breaker refused at once"
+    assert [(b["breaker"], b["from_state"], b["to_state"]) for b in inspector.breakers] == [
+        ("model:scripted:primary", "closed", "open")
+    ]
+    assert [(a["alert"], a["step"], a["stopped"]) for a in inspector.alerts] == [
+        ("repeated_call", 2, False)
+    ]
+    events = inspector.events_view.value
+    assert "Circuit breakers" in events and "2 failures within 60 s" in events
+    assert "Alerts" in events and "repeated_call" in events and "noted" in events
+    assert re.search(r"\+\d+\.\d\d s", events), "times are relative to the run's start"
+
+
+def test_inspector_and_run_html_of_a_run_that_failed(tmp_path, store):
+    agent = ReActAgent(
+        FunctionModel(down, name="primary"),
+        trace=tmp_path / "ws",
+        retry=RetryPolicy(3, initial=0.01),
+        breaker=None,
+    )
+    run = agent.start("Where is my order?")
+    run.finish_sync()
+    assert run.status == "failed"
+    inspector = RunInspector(store, run_id=run.id)
+    summary = inspector.summary.value
+    assert "Why it stopped" in summary and "What went wrong" in summary
+    assert "What to do next" in summary and "What was tried" in summary
+    assert '<span class="tag">model</span>' in summary and "ModelUnavailableError" in summary
+    assert "failed requests" not in summary, "the steps below show them"
+    steps = inspector.steps_view.value
+    assert "requests of step 1" in steps and "no model answered" in steps
+    assert steps.count("503 from the primary") >= 3, "each of the three attempts"
+    assert inspector.events_view.value == ""
+    html = run._repr_html_()
+    assert "Why it stopped" in html and "requests of step 1" in html
+    assert "no model answered" in html and "failed requests" not in html, "shown once"
+    assert "What to do next" in run.result._repr_html_()
+
+
+def test_every_css_rule_is_scoped_and_themed():
+    """JupyterLab's `:not(.jp-RenderedMarkdown).jp-RenderedHTMLCommon td` (0,2,1) must
+    lose to ours, and colours must come from its theme variables."""
+    from agentlab._html import STYLE
+
+    css = STYLE.removeprefix("<style>").removesuffix("</style>")
+    for rule in re.findall(r"([^{}]+)\{[^}]*\}", css):
+        for selector in rule.split(","):
+            assert selector.startswith(".agentlab:not(#agentlab-scope)"), selector
+    hex_colours = re.findall(r"[:(, ]#[0-9a-fA-F]{3,6}", css)
+    fallbacks = re.findall(r"var\(--jp-[a-z0-9-]+,#[0-9a-fA-F]{3,6}\)", css)
+    assert len(hex_colours) == len(fallbacks), "a colour that is not a theme variable"
+    assert "text-align:left" in css
+
+
+# -- ApprovalWidget ----------------------------------------------------------------------
+
+
+def refund_script(orders: Sequence[str]):  # type: ignore[no-untyped-def]
+    """Refund each order in turn (one step each), then report the last result."""
+
+    def reply(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> AssistantMessage:
+        done = [m for m in messages if isinstance(m, ToolMessage)]
+        if len(done) < len(orders):
+            order = orders[len(done)]
+            arguments = json.dumps({"order_id": order, "amount_usd": 42})
+            call = ToolCall(id=f"c{len(done)}", name="refund", arguments=arguments)
+            return AssistantMessage(tool_calls=(call,))
+        return AssistantMessage(content="Outcome: " + done[-1].content)
+
+    return reply
+
+
+class Refunds:
+    """A refund tool that needs approval, its ledger, and the widget watching it."""
+
+    def __init__(self, workspace) -> None:  # type: ignore[no-untyped-def]
+        self.workspace = workspace
+        self.ledger: list[tuple[str, float]] = []
+        self.buttons_disabled: list[bool] = []
+        self.widget: ApprovalWidget | None = None
+
+        @tool(requires_approval=True)
+        def refund(order_id: str, amount_usd: float) -> str:
+            """Refund an order (a person approves it first).
+
+            Args:
+                order_id: The order id.
+                amount_usd: How much to refund.
+            """
+            if self.widget is not None:
+                w = self.widget
+                self.buttons_disabled.append(
+                    w.approve_button.disabled and w.deny_button.disabled and w.note.disabled
+                )
+            self.ledger.append((order_id, amount_usd))
+            return f"refunded {amount_usd} on {order_id}"
+
+        self.refund = refund
+
+    def agent(self, orders: Sequence[str] = ("O-1",)) -> ReActAgent:
+        return ReActAgent(
+            FunctionModel(refund_script(orders)),
+            [self.refund],
+            name="refunds",
+            trace=self.workspace,
+        )
+
+    def paused_run(self, orders: Sequence[str] = ("O-1",)):  # type: ignore[no-untyped-def]
+        run = self.agent(orders).start("Refund " + ", ".join(orders))
+        assert run.finish_sync().status == "paused"
+        return run
+
+
+@pytest.fixture
+def refunds(tmp_path) -> Refunds:
+    return Refunds(tmp_path / "ws")
+
+
+def test_approve_runs_the_tool_once_and_the_run_completes(refunds, store):
+    run = refunds.paused_run()
+    html = run._repr_html_()
+    assert "Waiting for approval" in html and "ApprovalWidget(run)" in html
+    assert '<code>refund</code> <span class="warn">not run yet</span>' in html
+    assert '<span class="tag">tool_calls</span>' in html
+    widget = refunds.widget = ApprovalWidget(run)
+    assert widget.status == "paused" and widget.pending["tool"] == "refund"
+    shown = widget.request_view.value
+    assert "Approve the call to &#x27;refund&#x27;" in shown and "<code>refund</code>" in shown
+    assert "  &quot;amount_usd&quot;: 42" in shown, "arguments as indented JSON"
+    assert widget.approval_controls.layout.display == ""
+    assert widget.escalation_controls.layout.display == "none"
+    assert not widget.approve_button.disabled and "waits for approval" in widget.header.value
+
+    widget.note.value = "within the refund limit"
+    widget.approve_button.click()
+    assert refunds.ledger == [("O-1", 42.0)] and refunds.buttons_disabled == [True]
+    assert run.status == "completed" and widget.status == "completed"
+    assert widget.result is not None and widget.result.output == "Outcome: refunded 42.0 on O-1"
+    assert "Completed" in widget.outcome.value and "refunded 42.0 on O-1" in widget.outcome.value
+    assert "you approved the call to <code>refund</code>" in widget.message.value
+    assert "within the refund limit" in widget.message.value
+    assert widget.approve_button.disabled and widget.approval_controls.layout.display == "none"
+    widget.approve_button.click()  # disabled: nothing happens
+    widget.approve()  # and the method refuses, in the widget
+    assert refunds.ledger == [("O-1", 42.0)]
+    assert "not paused" in widget.message.value
+    assert store.run(run.id)["status"] == "completed"
+
+
+def test_deny_tells_the_model_and_the_tool_does_not_run(refunds):
+    run = refunds.paused_run()
+    widget = ApprovalWidget(run)
+    widget.note.value = "over the refund limit"
+    widget.deny_button.click()
+    assert refunds.ledger == [] and widget.status == "completed"
+    assert "A person declined this call to &#x27;refund&#x27;" in widget.outcome.value
+    assert "over the refund limit" in widget.outcome.value, "the model was told the note"
+    assert "you denied the call" in widget.message.value
+
+
+def test_the_next_pause_offers_the_next_decision(refunds):
+    run = refunds.paused_run(["O-1", "O-2"])
+    widget = ApprovalWidget(run)
+    widget.approve_button.click()
+    assert refunds.ledger == [("O-1", 42.0)]
+    assert widget.status == "paused" and "O-2" in widget.request_view.value
+    assert not widget.approve_button.disabled, "the next decision is offered"
+    assert "Step 1: you approved" in widget.message.value
+    widget.approve_button.click()
+    assert [o for o, _ in refunds.ledger] == ["O-1", "O-2"] and widget.status == "completed"
+
+
+def test_a_widget_for_a_run_id_resumes_from_the_store(refunds, store):
+    paused = refunds.agent().run_sync("Refund O-1")
+    assert paused.status == "paused"
+    with pytest.raises(UserError, match="needs the agent"):
+        ApprovalWidget(paused.run_id)
+    html = paused._repr_html_()
+    assert "Waiting for approval" in html and "ApprovalWidget(&#x27;" in html
+    summary = RunInspector(store, run_id=paused.run_id).summary.value
+    assert "Waiting for approval" in summary and "ApprovalWidget(&#x27;" in summary
+    widget = ApprovalWidget(paused.run_id, agent=refunds.agent())  # as a new process would
+    assert widget.run is None and widget.status == "paused"
+    assert widget.store is not None and widget.store.workspace == store.workspace
+    assert "&quot;order_id&quot;: &quot;O-1&quot;" in widget.request_view.value
+    widget.approve_button.click()
+    assert refunds.ledger == [("O-1", 42.0)] and widget.status == "completed"
+    row = store.run(paused.run_id)
+    assert row["status"] == "completed" and row["output"] == "Outcome: refunded 42.0 on O-1"
+    again = ApprovalWidget(paused.run_id, agent=refunds.agent())
+    assert again.status == "completed" and "nothing to decide" in again.message.value
+    assert again.approve_button.disabled
+
+
+def test_errors_are_shown_in_the_widget(refunds, store):
+    done = refunds.agent().run_sync("Refund O-1")
+    refunds.agent().resume_sync(done.run_id, approve=True)
+    widget = ApprovalWidget(done.run_id, agent=refunds.agent())
+    widget.approve()
+    assert "not paused" in widget.message.value and len(refunds.ledger) == 1
+
+    unknown = ApprovalWidget("nope", agent=refunds.agent())
+    assert "No run &#x27;nope&#x27;" in unknown.message.value and unknown.status is None
+
+    stale = refunds.paused_run()  # then resumed through the store, as by another process
+    refunds.agent().resume_sync(stale.id, approve=True)
+    assert len(refunds.ledger) == 2
+    widget = ApprovalWidget(stale)  # this process's copy still says paused
+    widget.approve_button.click()
+    assert len(refunds.ledger) == 2, "the call was not made a second time"
+    assert "already resumed elsewhere" in widget.message.value
+    assert "callout bad" in widget.message.value
+
+
+def test_the_widget_works_inside_a_running_event_loop(refunds):
+    """A notebook cell (and a button's click handler) runs inside the kernel's loop."""
+    run = refunds.paused_run()
+    widget = ApprovalWidget(run)
+
+    async def click() -> None:
+        asyncio.get_running_loop()  # inside a running loop, like a cell
+        widget.approve_button.click()
+
+    asyncio.run(click())
+    assert widget.status == "completed" and refunds.ledger == [("O-1", 42.0)]
+
+
+def escalating_agent(workspace, up: dict[str, bool]) -> ReActAgent:  # type: ignore[no-untyped-def]
+    def flaky(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str:
+        if not up["now"]:
+            raise ModelUnavailableError("the model server is down")
+        return "the model is back"
+
+    return ReActAgent(
+        FunctionModel(flaky, name="flaky"),
+        trace=workspace,
+        escalate=True,
+        retry=RetryPolicy(2, initial=0.01),
+        breaker=None,
+    )
+
+
+def test_an_escalation_is_answered_retried_or_let_fail(tmp_path):
+    up = {"now": False}
+    agent = escalating_agent(tmp_path / "ws", up)
+    run = agent.start("Where is my order?")
+    run.finish_sync()
+    widget = ApprovalWidget(run)
+    assert widget.pending["kind"] == "escalation" and "needs a person" in widget.header.value
+    assert widget.approval_controls.layout.display == "none"
+    assert widget.escalation_controls.layout.display == ""
+    shown = widget.request_view.value
+    assert "What went wrong" in shown and "the model server is down" in shown
+    assert "What was tried" in shown and "What to do next" in shown
+    assert "failed requests" in shown, "both attempts of the failing step"
+    widget.answer_button.click()  # no answer written yet
+    assert "Write the answer" in widget.message.value and widget.status == "paused"
+    widget.answer.value = "A person checked: it ships tomorrow."
+    widget.answer_button.click()
+    assert run.status == "completed" and run.output == "A person checked: it ships tomorrow."
+    assert "it ships tomorrow" in widget.outcome.value and widget.answer.value == ""
+
+    retried = agent.start("Where is my order?")
+    retried.finish_sync()
+    widget = ApprovalWidget(retried)
+    up["now"] = True
+    widget.retry_button.click()
+    assert widget.status == "completed" and "the model is back" in widget.outcome.value
+
+    up["now"] = False
+    failed = agent.start("Where is my order?")
+    failed.finish_sync()
+    widget = ApprovalWidget(failed)
+    widget.fail_button.click()
+    assert widget.status == "failed" and failed.status == "failed"
+    assert "Ended: failed" in widget.outcome.value and "What went wrong" in widget.outcome.value
+    assert "let the run fail" in widget.message.value

@@ -12,6 +12,7 @@ from agentlab._context import EventSink
 from agentlab._sync import run_sync
 from agentlab.agents.alerts import LoopAlerts
 from agentlab.agents.records import RunResult
+from agentlab.agents.recovery import read_run
 from agentlab.agents.run import Run
 from agentlab.budgets import Budget
 from agentlab.errors import UserError
@@ -30,9 +31,11 @@ from agentlab.tools.calls import (
     build_chain,
     cap_output,
     count_tool_call,
+    record_start,
     tool_breaker,
     validate,
 )
+from agentlab.tools.fallback import fallback_layer
 from agentlab.tracing import TraceStore
 from agentlab.usage import PriceTable
 from agentlab.workspace import resolve_workspace
@@ -197,7 +200,10 @@ class Agent:
         self.observers = tuple(observers)
         self._tracer: EventSink | None = None
         self._tracer_resolved = False
-        self.cacheable_tools = [t.name for t in self.tools if t.cache_ttl is not None]
+        reachable = [*self.tools, *(f.tool or t for t in self.tools for f in t.fallback)]
+        self.cacheable_tools = list(
+            dict.fromkeys(t.name for t in reachable if t.cache_ttl is not None)
+        )
         self.tool_handlers: dict[str, ToolHandler] = {
             t.name: build_chain(self._tool_layers(t)) for t in self.tools
         }
@@ -216,8 +222,18 @@ class Agent:
         metered: Model = MeteredModel(guarded)
         return metered if self.retry is None else RetryModel(metered, self.retry)
 
-    def _tool_layers(self, tool: Tool) -> list[ToolLayer]:
-        layers: list[ToolLayer] = [validate, cap_output(self.max_tool_result_chars)]
+    def _tool_layers(self, tool: Tool, *, fallbacks: bool = True) -> list[ToolLayer]:
+        """`tool`'s call chain, outermost first. A tool with fallbacks tries them after
+        validation, each through its own chain (built here, without fallbacks of its
+        own); see :mod:`agentlab.tools.fallback` for why there."""
+        layers: list[ToolLayer] = [validate]
+        if fallbacks and tool.fallback:
+            chains = [
+                build_chain(self._tool_layers(f.tool or tool, fallbacks=False))
+                for f in tool.fallback
+            ]
+            layers.append(fallback_layer(tool, chains))
+        layers.append(cap_output(self.max_tool_result_chars))
         layers.append(count_tool_call)
         if tool.requires_approval:
             layers.append(approval)
@@ -227,6 +243,8 @@ class Agent:
             layers.append(cache_layer)
         if self.breaker is not None:
             layers.append(tool_breaker(tool, self.breaker, self.breaker_store))
+        if tool.side_effects:
+            layers.append(record_start)
         return layers
 
     def check_budget(self, budget: Budget) -> None:
@@ -319,22 +337,33 @@ class Agent:
         answer: str | None = None,
         store: TraceStore | None = None,
     ) -> RunResult:
-        """Resume a run of this agent that paused, in this or any other process (after a
-        restart too), from the checkpoint in the trace store; then finish it."""
+        """Carry on a run of this agent that stopped before it finished, in this or
+        any other process (after a restart too), from its trace; then finish it.
+
+        A run that paused for a person needs their decision (`approve`, `note`,
+        `answer`: see :meth:`Run.resume`). A run whose process died (status
+        ``interrupted``) needs none: it goes on from its last recorded step, and
+        no side-effecting call that completed is made again (see :class:`Tool`'s
+        ``side_effects``).
+        """
         if store is None:
             store = TraceStore(getattr(self.tracer, "workspace", None))
-        row = store.run(run_id)
-        if row is None:
-            raise UserError(f"No run {run_id!r} in {store.workspace}; check the id and workspace.")
-        if row["status"] != "paused" or not row.get("checkpoint"):
-            raise UserError(f"Run {run_id} is {row['status']}, not paused: nothing to resume.")
-        if row.get("agent") != self.name:
+        record = read_run(self, run_id, store)
+        status = record.row["status"]
+        if status == "paused" and record.row.get("pending"):
+            return await Run.restore(self, record).resume(approve=approve, note=note, answer=answer)
+        if status != "interrupted":
+            alive = " (its process is still running it)" if status == "running" else ""
             raise UserError(
-                f"Run {run_id} belongs to agent {row.get('agent')!r}, not {self.name!r}: "
-                "resume it with the agent that started it."
+                f"Run {run_id} is {status}{alive}, not paused or interrupted: nothing to resume."
             )
-        run = Run.restore(self, run_id, row["pending"], row["checkpoint"])
-        return await run.resume(approve=approve, note=note, answer=answer)
+        if approve is not None or answer is not None:
+            raise UserError(
+                f"Run {run_id} was interrupted (its process stopped), not paused: nobody was "
+                "asked anything, so resume it without approve= or answer=."
+            )
+        run = Run.restore(self, record)
+        return await run.recover(record.pending_calls, answer=record.final_answer)
 
     def resume_sync(
         self,

@@ -22,6 +22,7 @@ class ToolCallRecord:
     status: ToolCallStatus
     latency_ms: float
     error: str | None = None
+    call_id: str | None = None  # the model's id of the call
 
 
 @dataclass(slots=True)

@@ -45,8 +45,6 @@ from agentlab.messages import (
     Message,
     ToolCall,
     ToolMessage,
-    dump_messages,
-    load_messages,
 )
 from agentlab.models.context import CallContext, model_call
 from agentlab.tools.calls import ToolInvocation, ToolOutcome
@@ -54,6 +52,7 @@ from agentlab.usage import Usage
 
 if TYPE_CHECKING:
     from agentlab.agents.agent import Agent
+    from agentlab.agents.recovery import RunRecord
     from agentlab.memory.session import RunMemory
     from agentlab.memory.short_term import SessionMemory
 
@@ -134,6 +133,10 @@ class Run:
         """A person's decisions on calls that needed approval, by call key."""
         self.pending: dict[str, Any] | None = None
         """What a paused run waits for (None unless ``status == "paused"``)."""
+        self.unknown_outcomes: set[str] = set()
+        """Keys of side-effecting calls a dead process started and never finished."""
+        self.call_starts: dict[str, int] = {}
+        """How many times each side-effecting call (by key) was started (recorded)."""
         if not restored:
             self._started_event(metadata)
         if agent.alerts is not None:  # watches this run's own events
@@ -287,22 +290,40 @@ class Run:
             raise UserError(f"Run {self.id} is {self.status}, not paused: nothing to resume.")
         pending = self.pending
         escalated = pending["kind"] == "escalation"
-        if approve is None and not (escalated and answer is not None):
+        answerable = escalated or pending["kind"] == "outcome_unknown"
+        if approve is None and not (answerable and answer is not None):
             raise UserError(
                 f"Run {self.id} waits for: {pending['question']} Resume it with approve=True "
-                "or approve=False" + (", or answer='...'." if escalated else ".")
+                "or approve=False" + (", or answer='...'." if answerable else ".")
             )
         decision = {"key": pending["key"], "approve": approve, "note": note, "answer": answer}
         self.approvals[pending["key"]] = decision
         self.status, self.pending = "running", None
         self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
+        if escalated:
+            self._decide_escalation(pending, approve, answer)
+        return await self._carry_on([ToolCall(**c) for c in pending["calls"]])
+
+    async def recover(
+        self, calls: Sequence[ToolCall] = (), *, answer: str | None = None
+    ) -> RunResult:
+        """Carry on a run rebuilt from the trace after its process died: make the last
+        step's `calls` that recorded no result (a side-effecting one whose outcome is
+        unknown is made again only if its tool takes an idempotency key; otherwise
+        the run pauses for a person), or finish with the recorded `answer`; then
+        finish the run. Use :meth:`Agent.resume` rather than calling this directly."""
+        decision = {"recovered": True, "from_step": len(self.steps)}
+        self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
+        if answer is not None:
+            self._finish("completed", output=answer)
+        return await self._carry_on(calls)
+
+    async def _carry_on(self, calls: Sequence[ToolCall]) -> RunResult:
+        """Make the last step's remaining `calls`, then finish the run."""
         token = _current.set(self)
         try:
-            if escalated:
-                self._decide_escalation(pending, approve, answer)
-            else:
-                step = self.steps[-1]
-                await self._call_tools(step, [ToolCall(**c) for c in pending["calls"]])
+            if calls and not self.done:
+                await self._call_tools(self.steps[-1], calls)
             if not self.done and len(self.steps) >= self.step_limit:
                 self._stop_at_step_limit()
             if self.done:
@@ -331,16 +352,11 @@ class Run:
         return run_sync(self.resume(approve=approve, note=note, answer=answer))
 
     def checkpoint(self) -> dict[str, Any]:
-        """What another process needs to resume this run (stored with a pause).
-
-        Secrets were redacted before it is written, so a resumed conversation holds
-        ``[REDACTED]`` where they were."""
+        """What resuming this run needs beyond its trace (stored with a pause): the
+        counters the trace does not hold exactly, and the decisions made so far. The
+        conversation and the steps are read back from the trace
+        (:func:`agentlab.agents.recovery.read_run`)."""
         return {
-            "input": self.input,
-            "session": self.session,
-            "user": self.user,
-            "messages": dump_messages(self.messages),
-            "steps": len(self.steps),
             "input_tokens": self._input_tokens,
             "output_tokens": self._output_tokens,
             "cost": self._cost,
@@ -355,31 +371,37 @@ class Run:
         }
 
     @classmethod
-    def restore(
-        cls, agent: Agent, run_id: str, pending: dict[str, Any], saved: dict[str, Any]
-    ) -> Run:
-        """A paused run rebuilt from its checkpoint (by any process), ready to resume."""
+    def restore(cls, agent: Agent, record: RunRecord) -> Run:
+        """A run rebuilt from its trace (by any process): paused, ready for
+        :meth:`resume`, or interrupted, ready for :meth:`recover`."""
+        row = record.row
         run = cls(
             agent,
-            saved["input"],
-            load_messages(saved["messages"]),
+            row["input"],
+            record.messages,
             agent.run_observers(),
-            session=saved["session"],
-            user=saved["user"],
-            run_id=run_id,
+            session=row.get("session"),
+            user=row.get("user_id"),
+            run_id=row["run_id"],
         )
-        run.steps = [Step(i + 1, None, Usage(), None, 0.0) for i in range(int(saved["steps"]))]
-        run._sent = len(run.messages)
-        run._input_tokens = saved["input_tokens"]
-        run._output_tokens = saved["output_tokens"]
-        run._cost = saved["cost"]
-        run._failures = dict(saved["failures"])
-        run.approvals = dict(saved["approvals"])
-        spent = saved["spent"]
-        budget = run.budget
+        run.steps = record.steps
+        run._sent = record.sent
+        saved = (row.get("checkpoint") or {}) if row["status"] == "paused" else {}
+        costs = [s.cost for s in record.steps]
+        run._input_tokens = saved.get("input_tokens", sum(s.usage.input_tokens for s in run.steps))
+        run._output_tokens = saved.get(
+            "output_tokens", sum(s.usage.output_tokens for s in run.steps)
+        )
+        run._cost = saved.get("cost", None if None in costs else sum(c or 0.0 for c in costs))
+        run._failures = dict(record.failures)
+        run.approvals = dict(record.approvals)
+        run.unknown_outcomes = set(record.unknown_outcomes)
+        run.call_starts = dict(record.call_starts)
+        spent, budget = record.spent, run.budget
         budget.tokens, budget.cost = spent["tokens"], spent["cost"]
         budget.model_calls, budget.tool_calls = spent["model_calls"], spent["tool_calls"]
-        run.status, run.pending = "paused", pending
+        if row["status"] == "paused":
+            run.status, run.pending = "paused", row["pending"]
         return run
 
     def step_sync(self) -> Step:
@@ -515,12 +537,12 @@ class Run:
     def _pause(self, step: Step, calls: Sequence[ToolCall], needed: ApprovalRequired) -> None:
         self.status = "paused"
         self.pending = {
-            "kind": "approval",
+            "kind": needed.kind,
             "step": step.index,
             "key": needed.key,
             "tool": needed.tool,
             "arguments": needed.arguments,
-            "question": f"Approve the call to {needed.tool!r} with {needed.arguments}?",
+            "question": needed.question,
             "calls": [c.model_dump(mode="json") for c in calls],
         }
 
@@ -562,6 +584,7 @@ class Run:
                 status=outcome.status,
                 latency_ms=latency_ms,
                 error=error,
+                call_id=call.id,
             )
         )
         self.messages.append(
@@ -584,6 +607,9 @@ class Run:
                 cache=outcome.cache,
                 saved_cost=outcome.saved_cost,
                 saved_latency_ms=outcome.saved_latency_ms,
+                call_id=call.id,
+                served_by=outcome.served_by,
+                fallback=outcome.fallback,
             )
         )
         if ok:

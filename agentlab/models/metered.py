@@ -70,7 +70,9 @@ class MeteredModel(WrapperModel):
         input_tokens = 0
         if (limits.tokens is not None or limits.cost is not None) and context.count_tokens:
             input_tokens = context.count_tokens(messages)
-        price = context.prices.price(name) if context.prices is not None else None
+        price = None
+        if limits.cost is not None and context.prices is not None:  # only a cost limit needs it
+            price = context.prices.price(name)
         capped = budget.before_model_call(name, price, input_tokens, max_output)
         if capped is not None and capped != max_output:
             values = settings.__dict__ if settings is not None else {}

@@ -1,5 +1,6 @@
 """Serve one agent over HTTP: ``POST /v1/runs``, ``GET /v1/runs/{id}``,
-``POST /v1/runs/{id}/resume`` (a paused run's approval), ``GET /healthz``, docs at ``/docs``.
+``POST /v1/runs/{id}/resume`` (a paused run's approval; an interrupted run's recovery),
+``GET /healthz``, docs at ``/docs``.
 
 >>> app = create_agent_app(lambda: build_support_agent("local:smollm2"))
 >>> serve_app(app, port=8000)  # or: uvicorn mypackage.app:app
@@ -189,7 +190,8 @@ def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
 
     @app.post("/v1/runs/{run_id}/resume", response_model=RunResponse)
     async def resume_run(run_id: str, request: ResumeRequest) -> Any:
-        """Resume a paused run with a decision on its pending call, and finish it."""
+        """Resume a paused run with a decision on its pending call, or an interrupted
+        run (its process died) with an empty body; then finish it."""
         started = time.perf_counter()
         try:
             result = await agent.resume(

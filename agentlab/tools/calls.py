@@ -1,7 +1,8 @@
 """A tool call as a chain of layers: each layer takes the call and the rest of the
 chain, and returns the outcome the model and the trace get.
 
-    validate -> cap output -> budget -> (cache) -> (breaker) -> invoke (timeout, serialise)
+    validate -> cap output -> budget -> (approval) -> (cache) -> (breaker)
+        -> (record start) -> invoke (timeout, serialise)
 
 The innermost step, :func:`invoke`, calls the function and turns its result into
 text inside the same error handling, so a result that cannot be serialised is a
@@ -24,8 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agentlab._context import active_run
-from agentlab.errors import ApprovalRequired, ToolRetry
-from agentlab.events import CacheOutcome, ToolCallStatus, breaker_event
+from agentlab.errors import ApprovalRequired, OutcomeUnknown, ToolRetry
+from agentlab.events import CacheOutcome, ToolCallStarted, ToolCallStatus, breaker_event
 from agentlab.messages import ToolCall
 from agentlab.resilience import (
     BreakerConfig,
@@ -46,8 +47,10 @@ __all__ = [
     "approval",
     "build_chain",
     "cap_output",
+    "capped",
     "count_tool_call",
     "invoke",
+    "record_start",
     "tool_breaker",
     "validate",
 ]
@@ -73,7 +76,9 @@ class ToolInvocation:
 @dataclass(slots=True)
 class ToolOutcome:
     """What a call produced: `content` is what the model sees; `result` the whole
-    result when `content` was cut; the cache fields are set by the cache layer."""
+    result when `content` was cut; the cache fields are set by the cache layer;
+    `served_by` (the tool that answered) and `fallback` (each failed try: tool,
+    status, error) by the fallback layer of a tool that has alternatives."""
 
     status: ToolCallStatus
     content: str
@@ -81,6 +86,8 @@ class ToolOutcome:
     cache: CacheOutcome | None = None
     saved_cost: float | None = None
     saved_latency_ms: float | None = None
+    served_by: str | None = None
+    fallback: list[dict[str, Any]] | None = None
 
 
 ToolHandler = Callable[[ToolInvocation], Awaitable[ToolOutcome]]
@@ -141,6 +148,67 @@ async def approval(invocation: ToolInvocation, rest: ToolHandler) -> ToolOutcome
     return await rest(invocation)
 
 
+async def record_start(invocation: ToolInvocation, rest: ToolHandler) -> ToolOutcome:
+    """Record that a call with side effects starts, with its idempotency key, before
+    it runs (a durable trace writes it at once): recovering a run whose process died
+    inside the call then knows its outcome is unknown and never makes it blindly.
+
+    Such a call (its key is in ``run.unknown_outcomes``) is made again only by a tool
+    that takes the key and so deduplicates it; for any other tool the run pauses
+    with :class:`~agentlab.errors.OutcomeUnknown` until a person says what happened.
+    """
+    run = invocation.run
+    if run is not None:
+        key = invocation.key
+        starts = run.call_starts.get(key, 0)
+        if key in run.unknown_outcomes and invocation.tool.key_parameter is None:
+            # A decision settles the outcome of one start: the one it was asked about.
+            asked = f"{key}-unknown-{starts}"
+            settled = _settle_unknown(invocation, asked, run.approvals.get(asked))
+            if settled is not None:
+                return settled
+        run.unknown_outcomes.discard(key)
+        run.call_starts[key] = starts + 1
+        call = invocation.call
+        run.emit(
+            ToolCallStarted(
+                key=invocation.key,
+                run_id=run.id,
+                step=invocation.step,
+                tool=invocation.tool.name,
+                call_id=call.id,
+                arguments=call.arguments,
+                started_at=time.time(),
+            )
+        )
+    return await rest(invocation)
+
+
+def _settle_unknown(
+    invocation: ToolInvocation, asked: str, decision: dict[str, Any] | None
+) -> ToolOutcome | None:
+    """A person's decision (under the key `asked`) on a call whose outcome was
+    unknown: their account of it, not making it, or None to make it again; no
+    decision yet pauses the run."""
+    tool, call = invocation.tool, invocation.call
+    if decision is None:
+        raise OutcomeUnknown(tool.name, call.arguments, asked)
+    note = f" Their note: {decision['note']}" if decision.get("note") else ""
+    if decision.get("answer") is not None:
+        return ToolOutcome(
+            "ok",
+            f"This call to {tool.name!r} was interrupted; a person checked what happened: "
+            f"{decision['answer']}{note}",
+        )
+    if not decision.get("approve"):
+        return ToolOutcome(
+            "denied",
+            f"This call to {tool.name!r} was interrupted and a person decided not to make "
+            f"it again.{note} Do not try it again; tell the user.",
+        )
+    return None
+
+
 def cap_output(max_chars: int) -> ToolLayer:
     """Show the model at most `max_chars` of a result, saying that it was cut."""
 
@@ -150,14 +218,21 @@ def cap_output(max_chars: int) -> ToolLayer:
         if len(content) <= max_chars:
             return outcome
         outcome.result = outcome.result if outcome.result is not None else content
-        outcome.content = (
-            content[:max_chars] + f"\n[result cut: the first {max_chars:,} of "
-            f"{len(content):,} characters are shown. Ask for less (a narrower query, "
-            "fewer fields) if you need the rest.]"
-        )
+        outcome.content = capped(content, max_chars)
         return outcome
 
     return layer
+
+
+def capped(content: str, max_chars: int) -> str:
+    """`content` as the model is shown it: at most `max_chars`, saying when it was cut."""
+    if len(content) <= max_chars:
+        return content
+    return (
+        content[:max_chars] + f"\n[result cut: the first {max_chars:,} of "
+        f"{len(content):,} characters are shown. Ask for less (a narrower query, "
+        "fewer fields) if you need the rest.]"
+    )
 
 
 # -- the call itself ----------------------------------------------------------------
@@ -167,8 +242,8 @@ async def invoke(invocation: ToolInvocation) -> ToolOutcome:
     """Call the function with its validated arguments, within its time limit, and
     serialise the result; every failure becomes a message for the model."""
     tool = invocation.tool
-    kwargs = invocation.args.__dict__ if invocation.args is not None else {}
     try:
+        kwargs = tool.keyword_arguments(invocation.args, invocation.key)
         if tool.timeout is None:
             result = tool.function(**kwargs)
             if tool.is_async:
@@ -179,7 +254,9 @@ async def invoke(invocation: ToolInvocation) -> ToolOutcome:
         else:
             result = await _in_own_thread(tool, kwargs, invocation.call.arguments)
         return ToolOutcome("ok", serialize_result(result))
-    except TimeoutError:
+    except TimeoutError as exc:
+        if tool.timeout is None:  # the function's own, not its time limit
+            return ToolOutcome("error", _raised(tool, exc))
         return ToolOutcome("timeout", _timed_out(tool))
     except ToolRetry as exc:
         return ToolOutcome("error", str(exc))

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
-from typing import Annotated, Any, get_args, get_origin, get_type_hints, overload
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import (
+    Annotated,
+    Any,
+    NewType,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 import docstring_parser
 import pydantic_core
@@ -20,7 +31,27 @@ from pydantic.fields import FieldInfo
 from agentlab.errors import UserError
 from agentlab.messages import ToolDefinition
 
-__all__ = ["Tool", "format_validation_error", "tool"]
+__all__ = [
+    "Adapt",
+    "Fallback",
+    "FallbackSpec",
+    "IdempotencyKey",
+    "Tool",
+    "format_validation_error",
+    "simpler",
+    "tool",
+]
+
+IdempotencyKey = NewType("IdempotencyKey", str)
+"""Annotate one parameter of a tool with it to receive the call's idempotency key.
+
+The key (``<run_id>-<step>-<call_id>``) is the same every time the same call is
+made again, after a restart or a recovery too; pass it to the service behind the
+tool (most payment and messaging APIs take one) so that it does the work once.
+The parameter is hidden from the model. A tool with one is taken to have side
+effects and to deduplicate them: recovering a run whose process died inside such
+a call makes the call again with the same key.
+"""
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 
@@ -43,6 +74,18 @@ class Tool:
             the run pauses before it (``run.resume(approve=...)``, the notebook's
             approval widget, ``agentlab runs resume``, or the served app's
             ``POST /v1/runs/{id}/resume``).
+        side_effects: the call changes something outside the run (sends, pays,
+            writes). Its start is recorded before it runs, so a run recovered after
+            its process died never makes it again blindly: a call whose outcome is
+            unknown pauses the run for a person, unless the tool takes an
+            :data:`IdempotencyKey` (then it is made again with the same key).
+            Implied by ``requires_approval`` and by an ``IdempotencyKey`` parameter.
+        fallback: alternatives tried in order when a call fails for good (it
+            raised, timed out, or its circuit breaker is open; not invalid
+            arguments or a declined approval, which go back to the model): another
+            tool called with the same arguments, ``simpler(adapt)`` (this tool
+            with a simpler request), or ``Fallback(other, adapt=...)`` /
+            ``(other, adapt)``. See :class:`Fallback`.
     """
 
     def __init__(
@@ -55,6 +98,8 @@ class Tool:
         cache_ttl: float | None = None,
         cost: float | None = None,
         requires_approval: bool = False,
+        side_effects: bool = False,
+        fallback: Sequence[FallbackSpec] = (),
     ) -> None:
         self.function = function
         self.requires_approval = requires_approval
@@ -83,22 +128,80 @@ class Tool:
                 f"{where} has no description. Add a docstring that says what the tool does "
                 "and when to use it, or pass @tool(description=...)."
             )
+        self.key_parameter: str | None = _key_parameter(function, where)
+        """The parameter that receives the call's :data:`IdempotencyKey`, if any."""
+        self.side_effects = side_effects or requires_approval or self.key_parameter is not None
         self.args_model = _arguments_model(
-            function, where, {p.arg_name: p.description for p in doc.params if p.description}
+            function,
+            where,
+            {p.arg_name: p.description for p in doc.params if p.description},
+            skip=self.key_parameter,
         )
         self.definition = ToolDefinition(
             name=self.name,
             description=self.description,
             parameters=_clean_schema(self.args_model.model_json_schema()),
         )
+        self.fallback: tuple[Fallback, ...] = tuple(
+            self._alternative(spec, where) for spec in fallback
+        )
+        """The alternatives, in order, each with its tool resolved (:class:`Fallback`)."""
+
+    def _alternative(self, spec: FallbackSpec, where: str) -> Fallback:
+        """`spec` as a :class:`Fallback` whose tool is set, checked against this tool."""
+        if isinstance(spec, Tool):
+            spec = Fallback(spec)
+        elif isinstance(spec, tuple) and len(spec) == 2:
+            spec = Fallback(spec[0], adapt=spec[1])
+        if not isinstance(spec, Fallback) or not isinstance(spec.tool, Tool | None):
+            raise UserError(
+                f"{where}: fallback entry {spec!r} is not understood. Pass a tool "
+                "(another @tool), simpler(adapt) for this tool with a simpler request, "
+                "or Fallback(other_tool, adapt=...)."
+            )
+        if spec.adapt is not None and not callable(spec.adapt):
+            raise UserError(
+                f"{where}: the adapt of fallback {spec.label(self)!r} must be a function "
+                f"taking the arguments dict and returning the simpler one (got {spec.adapt!r})."
+            )
+        alternative = spec.tool or self
+        if spec.adapt is None:
+            if alternative is self:
+                raise UserError(
+                    f"{where}: a tool cannot be its own fallback with the same arguments "
+                    "(that is the same failing call). Use simpler(adapt) to ask for less."
+                )
+            problems = _mismatches(self.args_model, alternative.args_model)
+            if problems:
+                raise UserError(
+                    f"{where}: fallback {alternative.name!r} cannot take its arguments: "
+                    + "; ".join(problems)
+                    + f". Make the parameters match, or convert them with "
+                    f"Fallback({alternative.name}, adapt=lambda args: {{...}})."
+                )
+        return Fallback(alternative, adapt=spec.adapt)
 
     def validate(self, arguments: str) -> BaseModel:
         """Validate the model's JSON arguments (raises pydantic ``ValidationError``)."""
         return self.args_model.model_validate_json(arguments or "{}")
 
-    async def call(self, args: BaseModel) -> Any:
-        """Call the function with validated arguments (sync functions run inline)."""
-        result = self.function(**args.__dict__)
+    def keyword_arguments(self, args: BaseModel | None, key: str | None = None) -> dict[str, Any]:
+        """The function's keyword arguments: the validated ones, plus the call's
+        idempotency `key` when the tool takes one."""
+        kwargs = dict(args.__dict__) if args is not None else {}
+        if self.key_parameter is not None:
+            if key is None:
+                raise UserError(
+                    f"Tool {self.name!r} takes an idempotency key ({self.key_parameter!r}); "
+                    "pass key=... when calling it outside a run."
+                )
+            kwargs[self.key_parameter] = IdempotencyKey(key)
+        return kwargs
+
+    async def call(self, args: BaseModel, key: str | None = None) -> Any:
+        """Call the function with validated arguments (sync functions run inline);
+        `key` is the idempotency key for a tool that takes one."""
+        result = self.function(**self.keyword_arguments(args, key))
         if self.is_async:
             result = await result
         return result
@@ -115,6 +218,85 @@ class Tool:
         return tool_html(self)
 
 
+Adapt = Callable[[dict[str, Any]], dict[str, Any]]
+"""Makes a simpler request: takes the validated arguments as a dict (a copy) and
+returns the arguments for the alternative (fewer fields, a smaller limit...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """An alternative for a tool call that failed for good.
+
+    `tool` (None: the tool that declares it) is called with the same validated
+    arguments, or with ``adapt(arguments)`` when `adapt` is given: a simpler
+    request. The alternative's own layers apply (validation, approval, cache,
+    breaker, timeout). Without `adapt`, the declaration checks that the
+    alternative accepts the arguments (names and types)::
+
+        @tool(timeout=5, fallback=[
+            search_mirror,                                   # same arguments
+            simpler(lambda a: {**a, "limit": 5}),            # this tool, asking for less
+            Fallback(search_cache, adapt=lambda a: {"q": a["query"]}),
+        ])
+        def search(query: str, limit: int = 50) -> list[dict]: ...
+    """
+
+    tool: Tool | None = None
+    adapt: Adapt | None = None
+
+    def label(self, owner: Tool) -> str:
+        """How a try is named in messages and traces."""
+        name = (self.tool or owner).name
+        return name if self.adapt is None else f"{name} (simpler request)"
+
+
+FallbackSpec = Tool | Fallback | tuple[Tool, Adapt]
+"""What ``@tool(fallback=[...])`` takes: a tool, a :class:`Fallback`, or ``(tool, adapt)``."""
+
+
+def simpler(adapt: Adapt) -> Fallback:
+    """The same tool again with a simpler request made by `adapt`, e.g.
+    ``@tool(fallback=[simpler(lambda args: {**args, "limit": 5})])``."""
+    return Fallback(None, adapt=adapt)
+
+
+def _mismatches(mine: type[BaseModel], theirs: type[BaseModel]) -> list[str]:
+    """Why a tool with arguments `theirs` cannot take validated `mine` (empty: it can).
+
+    Names and types only; constraints (``Field(le=...)``) are checked when the
+    alternative validates the call."""
+    problems = []
+    for name, field in mine.model_fields.items():
+        other = theirs.model_fields.get(name)
+        if other is None:
+            problems.append(f"it has no parameter {name!r}")
+        elif not _accepts(other.annotation, field.annotation):
+            problems.append(
+                f"its {name!r} is {_type_name(other.annotation)}, "
+                f"not {_type_name(field.annotation)}"
+            )
+    for name, field in theirs.model_fields.items():
+        if name not in mine.model_fields and field.is_required():
+            problems.append(f"it requires {name!r}, which is not among the arguments")
+    return problems
+
+
+def _accepts(theirs: Any, mine: Any) -> bool:
+    """Does a parameter of type `theirs` accept every value of type `mine`?"""
+    if theirs is Any or theirs == mine:
+        return True
+    members = _union_members(theirs)
+    return all(m in members or (m is int and float in members) for m in _union_members(mine))
+
+
+def _union_members(tp: Any) -> tuple[Any, ...]:
+    return get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+
+
+def _type_name(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
 def _where(function: Callable[..., Any]) -> str:
     code = getattr(function, "__code__", None)
     if code is None:
@@ -128,16 +310,37 @@ def _has_description(annotation: Any) -> bool:
     return False
 
 
-def _arguments_model(
-    function: Callable[..., Any], where: str, descriptions: dict[str, str]
-) -> type[BaseModel]:
-    signature = inspect.signature(function)
+def _type_hints(function: Callable[..., Any], where: str) -> dict[str, Any]:
     try:
-        hints = get_type_hints(function, include_extras=True)
+        return get_type_hints(function, include_extras=True)
     except Exception as exc:  # an annotation that cannot be resolved
         raise UserError(f"{where}: cannot resolve its type annotations ({exc}).") from exc
+
+
+def _key_parameter(function: Callable[..., Any], where: str) -> str | None:
+    """The one parameter annotated :data:`IdempotencyKey` (None when there is none)."""
+    hints = _type_hints(function, where)
+    names = [name for name, hint in hints.items() if hint is IdempotencyKey]
+    if len(names) > 1:
+        raise UserError(
+            f"{where}: parameters {names} are all IdempotencyKey; a call has one key, "
+            "so annotate one parameter with it."
+        )
+    return names[0] if names else None
+
+
+def _arguments_model(
+    function: Callable[..., Any],
+    where: str,
+    descriptions: dict[str, str],
+    skip: str | None = None,
+) -> type[BaseModel]:
+    signature = inspect.signature(function)
+    hints = _type_hints(function, where)
     fields: dict[str, Any] = {}
     for param in signature.parameters.values():
+        if param.name == skip:  # filled in by agentlab, not by the model
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise UserError(
                 f"{where}: *{param.name} / **{param.name} cannot be described "
@@ -207,6 +410,8 @@ def tool(
     cache_ttl: float | None = None,
     cost: float | None = None,
     requires_approval: bool = False,
+    side_effects: bool = False,
+    fallback: Sequence[FallbackSpec] = (),
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -220,12 +425,15 @@ def tool(
     cache_ttl: float | None = None,
     cost: float | None = None,
     requires_approval: bool = False,
+    side_effects: bool = False,
+    fallback: Sequence[FallbackSpec] = (),
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function (sync or async) with a docstring into a :class:`Tool`.
 
-    Use as ``@tool``, ``@tool(timeout=5)`` or ``@tool(cache_ttl=300)``. The
-    docstring's first paragraphs describe the tool; its ``Args:`` section describes
-    each parameter. The options are those of :class:`Tool`.
+    Use as ``@tool``, ``@tool(timeout=5)``, ``@tool(cache_ttl=300)`` or
+    ``@tool(fallback=[other_tool, simpler(adapt)])``. The docstring's first
+    paragraphs describe the tool; its ``Args:`` section describes each parameter.
+    The options are those of :class:`Tool`.
     """
     options: dict[str, Any] = {
         "name": name,
@@ -234,6 +442,8 @@ def tool(
         "cache_ttl": cache_ttl,
         "cost": cost,
         "requires_approval": requires_approval,
+        "side_effects": side_effects,
+        "fallback": fallback,
     }
     if function is not None:
         return Tool(function, **options)

@@ -126,6 +126,8 @@ _COLUMNS = {
     "paused_at": "DOUBLE",
     "decision": "JSON",
     "resumed_at": "DOUBLE",
+    "fallback": "JSON",  # tool_calls: the tries that failed before one served
+    "call_id": "VARCHAR",
 }
 
 
@@ -166,11 +168,29 @@ ON CONFLICT DO NOTHING
 
 _INSERT_TOOL_CALLS = f"""
 INSERT INTO tool_calls (id, run_id, step, tool, arguments, result, status, error, latency_ms,
-                        started_at, cache, saved_cost, saved_latency_ms)
+                        started_at, cache, saved_cost, saved_latency_ms, call_id,
+                        served_by, fallback)
 SELECT id, run_id, step, tool, arguments, result, status, error, latency_ms,
-       {_ts("started_at")}, cache, saved_cost, saved_latency_ms
+       {_ts("started_at")}, cache, saved_cost, saved_latency_ms, call_id,
+       served_by, fallback
 FROM _batch
 WHERE kind = 'tool_call' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_TOOL_STARTS = f"""
+INSERT INTO tool_call_starts
+SELECT "key", run_id, step, tool, call_id, arguments, {_ts("started_at")}
+FROM _batch
+WHERE kind = 'tool_call_started' AND "key" IS NOT NULL AND run_id IS NOT NULL
+ON CONFLICT DO NOTHING
+"""
+
+_INSERT_DECISIONS = f"""
+INSERT INTO run_decisions
+SELECT run_id, decision->>'key', decision, {_ts("resumed_at")}
+FROM _batch
+WHERE kind = 'run_resumed' AND run_id IS NOT NULL AND decision->>'key' IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -184,7 +204,7 @@ UPDATE runs SET
     explanation = CASE WHEN runs.status = 'interrupted' AND runs.ended_at IS NULL
                        THEN NULL ELSE runs.explanation END
 FROM (SELECT run_id, max(segment) AS segment FROM _batch
-      WHERE kind IN ('model_call', 'tool_call') GROUP BY run_id) AS t
+      WHERE kind IN ('model_call', 'tool_call', 'tool_call_started') GROUP BY run_id) AS t
 WHERE runs.run_id = t.run_id
 """
 
@@ -291,6 +311,7 @@ UPDATE runs SET
     status = CASE WHEN p.kind = 'run_paused' THEN 'paused' ELSE 'running' END,
     pending = CASE WHEN p.kind = 'run_paused' THEN p.pending END,
     checkpoint = CASE WHEN p.kind = 'run_paused' THEN p.checkpoint ELSE runs.checkpoint END,
+    explanation = CASE WHEN runs.status = 'interrupted' THEN NULL ELSE runs.explanation END,
     segment = p.segment
 FROM (SELECT run_id, kind, pending, checkpoint, segment FROM _batch
       WHERE kind IN ('run_paused', 'run_resumed')
@@ -434,6 +455,8 @@ def _ingest_pass(
             con.execute(_INSERT_STARTED)
             con.execute(_INSERT_MODEL_CALLS)
             con.execute(_INSERT_TOOL_CALLS)
+            con.execute(_INSERT_TOOL_STARTS)
+            con.execute(_INSERT_DECISIONS)
             con.execute(_TOUCH_RUNS)
             con.execute(_INSERT_FINISHED)
             con.execute(_INSERT_CONTEXT_WINDOWS)

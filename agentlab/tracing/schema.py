@@ -206,6 +206,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ALTER TABLE runs ADD COLUMN checkpoint JSON;  -- what resuming a paused run needs
         """,
     ),
+    (
+        6,
+        "tool fallbacks: tool_calls.served_by, tool_calls.fallback",
+        """
+        ALTER TABLE tool_calls ADD COLUMN served_by VARCHAR;  -- the tool that answered
+        ALTER TABLE tool_calls ADD COLUMN fallback JSON;  -- failed tries: [{tool, status, error}]
+        """,
+    ),
+    (
+        7,
+        "recovery: tool call starts (idempotency keys), decisions on paused runs",
+        """
+        ALTER TABLE tool_calls ADD COLUMN call_id VARCHAR;  -- the model's id of the call
+        CREATE TABLE tool_call_starts (  -- one row each time the call is started
+            "key" VARCHAR NOT NULL,  -- <run_id>-<step>-<call_id>: the idempotency key
+            run_id VARCHAR NOT NULL,
+            step INTEGER NOT NULL,
+            tool VARCHAR,
+            call_id VARCHAR,
+            arguments VARCHAR,
+            started_at TIMESTAMP,
+            PRIMARY KEY ("key", started_at)
+        );
+        CREATE TABLE run_decisions (
+            run_id VARCHAR NOT NULL,
+            "key" VARCHAR NOT NULL,  -- what was decided on (a call's key, an escalation)
+            decision JSON,  -- {approve, note, answer, ...}
+            resumed_at TIMESTAMP,
+            PRIMARY KEY (run_id, "key", resumed_at)
+        );
+        """,
+    ),
 )
 
 

@@ -13,7 +13,8 @@ for _package in ("ipywidgets", "matplotlib", "pandas"):
     except ImportError:
         raise MissingExtraError(_package, "notebook") from None
 
+from agentlab.ui.approval import ApprovalWidget  # noqa: E402
 from agentlab.ui.inspector import RunInspector  # noqa: E402
 from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
 
-__all__ = ["MemoryInspector", "RunInspector"]
+__all__ = ["ApprovalWidget", "MemoryInspector", "RunInspector"]

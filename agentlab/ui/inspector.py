@@ -1,5 +1,8 @@
 """`RunInspector`: the steps of a run, read from the trace store, with a chart and
-a "Next step" button that advances a live run."""
+a "Next step" button that advances a live run. Model calls show their requests
+(retries, failures, the model that served them and why); the run's circuit-breaker
+transitions and loop alerts follow the steps; a run that ended badly shows its
+failure record, a paused one what it waits for."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import ipywidgets as widgets
 from IPython.display import Image
 
 from agentlab import _html
+from agentlab.agents.html import paused_html
 from agentlab.errors import UserError
 from agentlab.tracing import TraceStore
 
@@ -47,10 +51,12 @@ class RunInspector(widgets.VBox):
     the default workspace's). With `live_run`, "Next step" runs
     ``live_run.step_sync()`` and refreshes; it is disabled once the run is done.
 
-    Attributes: ``rows`` (the store's step rows of the shown run), ``run_id``,
+    Attributes: ``rows`` (the store's step rows of the shown run; a model call's
+    row also holds its ``attempts``, ``served_by`` and ``route``), ``breakers`` and
+    ``alerts`` (the run's rows of ``breaker_transitions`` and ``alerts``), ``run_id``,
     ``run_selector`` (``None`` unless `last` is given), ``next_button``,
-    ``summary``, ``steps_view``, ``chart`` (matplotlib figure in an Output),
-    ``message``.
+    ``summary``, ``steps_view``, ``events_view`` (breakers and alerts), ``chart``
+    (matplotlib figure in an Output), ``message``.
     """
 
     def __init__(
@@ -70,9 +76,12 @@ class RunInspector(widgets.VBox):
         self.run_id: str | None = live_run.id if live_run is not None else run_id
         self.rows: list[dict[str, Any]] = []
         self.run_row: dict[str, Any] | None = None
+        self.breakers: list[dict[str, Any]] = []
+        self.alerts: list[dict[str, Any]] = []
 
         self.summary = widgets.HTML()
         self.steps_view = widgets.HTML()
+        self.events_view = widgets.HTML()
         self.chart = widgets.Output(layout=widgets.Layout(min_height="40px"))
         self.message = widgets.HTML()
         self.next_button = widgets.Button(
@@ -99,6 +108,7 @@ class RunInspector(widgets.VBox):
                 self.message,
                 self.summary,
                 self.steps_view,
+                self.events_view,
                 self.chart,
             ]
         )
@@ -110,12 +120,14 @@ class RunInspector(widgets.VBox):
     def refresh(self) -> None:
         """Read the shown run from the store again and redraw everything."""
         if self.run_id is None:
-            self.rows, self.run_row = [], None
+            self.rows, self.run_row, self.breakers, self.alerts = [], None, [], []
         else:
             self.run_row = self.store.run(self.run_id)
             self.rows = _records(self.store.steps(self.run_id))
+            self._read_resilience(self.run_id)
         self.summary.value = self._summary_html()
         self.steps_view.value = _html.steps_table_html(self.rows)
+        self.events_view.value = self._events_html()
         self._draw_chart()
         live = self.live_run
         self.next_button.disabled = live is None or live.done or live.id != self.run_id
@@ -131,7 +143,8 @@ class RunInspector(widgets.VBox):
             run.step_sync()
         except Exception as exc:  # show it in the widget; a click has no caller
             self.message.value = (
-                f'<div class="agentlab bad">{_html.esc(type(exc).__name__)}: {_html.esc(exc)}</div>'
+                f'{_html.STYLE}<div class="agentlab"><div class="callout bad"><span class="bad">'
+                f"{_html.esc(type(exc).__name__)}: {_html.esc(exc)}</span></div></div>"
             )
         finally:
             self.refresh()
@@ -144,6 +157,31 @@ class RunInspector(widgets.VBox):
     def _on_select(self, change: Mapping[str, Any]) -> None:
         self.run_id = change["new"]
         self.refresh()
+
+    def _read_resilience(self, run_id: str) -> None:
+        """Each model call's requests and routing, and the run's breaker transitions
+        and alerts (one store session)."""
+        with self.store.connect() as con:
+            routing = con.execute(_ROUTING, [run_id]).fetchall()
+            self.breakers = _rows(con.execute(_BREAKERS, [run_id]))
+            self.alerts = _rows(con.execute(_ALERTS, [run_id]))
+        by_id = {r[0]: r[1:] for r in routing}
+        for row in self.rows:
+            if row["kind"] == "model_call" and row["id"] in by_id:
+                attempts, served_by, route = by_id[row["id"]]
+                row.update(attempts=_html.json_value(attempts), served_by=served_by, route=route)
+
+    def _events_html(self) -> str:
+        """The run's circuit-breaker transitions and loop alerts ('' when none)."""
+        start = None if self.run_row is None else self.run_row.get("started_at")
+        parts = []
+        if self.breakers:
+            parts.append("<h4>Circuit breakers</h4>" + _html.breakers_html(self.breakers, start))
+        if self.alerts:
+            parts.append("<h4>Alerts</h4>" + _html.alerts_html(self.alerts, start))
+        if not parts:
+            return ""
+        return _html.STYLE + '<div class="agentlab">' + "".join(parts) + "</div>"
 
     def _load_runs(self, limit: int) -> None:
         assert self.run_selector is not None
@@ -183,9 +221,19 @@ class RunInspector(widgets.VBox):
         }
         if not _missing(r.get("output")):
             items["answer"] = _html.pre(r["output"])
-        if not _missing(r.get("explanation")):
+        ending = ""
+        if r.get("failure"):
+            ending = _html.callout(
+                '<b class="bad">Why it stopped</b>'
+                + _html.failure_html(r["failure"], requests=False),
+                "bad",
+            )
+        elif not _missing(r.get("explanation")):
             items["why it stopped"] = f'<div class="bad">{_html.pre(r["explanation"])}</div>'
-        return _html.STYLE + '<div class="agentlab">' + _html.fields(items) + "</div>"
+        if r["status"] == "paused" and r.get("pending"):
+            live = self.live_run is not None and self.live_run.id == r["run_id"]
+            ending += paused_html(r["pending"], None if live else r["run_id"])
+        return _html.STYLE + '<div class="agentlab">' + _html.fields(items) + ending + "</div>"
 
     def _draw_chart(self) -> None:
         """Cost and latency per step (model calls plus their tool calls)."""
@@ -201,23 +249,51 @@ class RunInspector(widgets.VBox):
         self.chart.append_display_data(Image(data=_chart_png(steps, cost, latency)))
 
 
+_ROUTING = """
+SELECT id, CAST(attempts AS VARCHAR), served_by, route FROM model_calls WHERE run_id = ?
+"""
+_BREAKERS = """
+SELECT step, breaker, from_state, to_state, failures, reason, started_at
+FROM breaker_transitions WHERE run_id = ? ORDER BY started_at, id
+"""
+_ALERTS = """
+SELECT step, alert, message, stopped, started_at FROM alerts WHERE run_id = ?
+ORDER BY started_at, id
+"""
+
+
+def _rows(result: Any) -> list[dict[str, Any]]:
+    """A DuckDB result as dicts."""
+    columns = [d[0] for d in result.description or ()]
+    return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
+
+
 def _num(value: Any) -> float:
     return 0.0 if _missing(value) else float(value)
 
 
+_INK = "#8c8c8c"  # a mid grey that reads on light and dark notebook backgrounds
+
+
 def _chart_png(steps: list[int], cost: dict[int, float], latency: dict[int, float]) -> bytes:
+    """Two bar charts on a transparent background (the page's colour shows through, so
+    the light and the dark theme both read)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state
 
     fig = Figure(figsize=(7, 2.2), dpi=80, layout="constrained")
+    fig.patch.set_alpha(0)
     ax_latency, ax_cost = fig.subplots(1, 2)
     ax_latency.bar(steps, [latency[s] for s in steps], color="#4c72b0")
-    ax_latency.set_title("latency per step (ms)", fontsize=10)
+    ax_latency.set_title("latency per step (ms)", fontsize=10, color=_INK)
     ax_cost.bar(steps, [cost[s] for s in steps], color="#dd8452")
-    ax_cost.set_title("cost per step (USD)", fontsize=10)
+    ax_cost.set_title("cost per step (USD)", fontsize=10, color=_INK)
     for ax in (ax_latency, ax_cost):
-        ax.set_xlabel("step", fontsize=9)
+        ax.set_facecolor("none")
+        ax.set_xlabel("step", fontsize=9, color=_INK)
         ax.set_xticks(steps)
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=8, colors=_INK)
+        for spine in ax.spines.values():
+            spine.set_color(_INK)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", transparent=True)
     return buffer.getvalue()
