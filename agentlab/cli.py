@@ -134,32 +134,28 @@ app.add_typer(runs_app, name="runs")
 @runs_app.command("paused")
 def runs_paused(workspace: Workspace = None) -> None:
     """List the runs that wait for a person, with what they wait for."""
-    from agentlab.tracing import TraceStore
-
-    rows = TraceStore(workspace).sql(
-        "SELECT run_id, agent, pending->>'question' FROM runs WHERE status = 'paused' "
-        "ORDER BY started_at"
-    )
-    if not rows:
-        typer.echo("no paused runs")
-    for run_id, agent, question in rows:
-        typer.echo(f"{run_id} {agent}: {question}")
+    _list_runs(workspace, "paused", "pending->>'question'")
 
 
 @runs_app.command("interrupted")
 def runs_interrupted(workspace: Workspace = None) -> None:
     """List the runs whose process stopped before they finished (killed, crashed):
     `agentlab runs resume RUN_ID --agent ...` carries each on from its last step."""
+    _list_runs(workspace, "interrupted", "explanation")
+
+
+def _list_runs(workspace: Path | None, status: str, detail: str) -> None:
+    """Print the runs with `status`, oldest first, each with the SQL column `detail`."""
     from agentlab.tracing import TraceStore
 
     rows = TraceStore(workspace).sql(
-        "SELECT run_id, agent, explanation FROM runs WHERE status = 'interrupted' "
-        "ORDER BY started_at"
+        f"SELECT run_id, agent, {detail} FROM runs WHERE status = ? ORDER BY started_at",
+        [status],
     )
     if not rows:
-        typer.echo("no interrupted runs")
-    for run_id, agent, explanation in rows:
-        typer.echo(f"{run_id} {agent}: {explanation}")
+        typer.echo(f"no {status} runs")
+    for run_id, agent, text in rows:
+        typer.echo(f"{run_id} {agent}: {text}")
 
 
 @runs_app.command("resume")
@@ -201,7 +197,8 @@ def alerts(
     limit: Annotated[int, typer.Option(help="How many of the latest alerts.")] = 20,
     workspace: Workspace = None,
 ) -> None:
-    """List the latest loop alerts (the same tool call repeated, no progress)."""
+    """List the latest alerts: the same tool call repeated, no progress, steps or cost
+    far above the agent's own history."""
     from agentlab.tracing import TraceStore
 
     rows = TraceStore(workspace).sql(

@@ -247,7 +247,9 @@ class RunResumed:
 @dataclass(slots=True, kw_only=True)
 class AlertEvent:
     """Something about run `run_id` looks wrong at step `step`: the same tool call
-    repeated (``repeated_call``), no progress over several steps (``no_progress``)."""
+    repeated (``repeated_call``), no progress over several steps (``no_progress``), steps
+    or cost far above the agent's own history (``steps_above_history``,
+    ``cost_above_history``)."""
 
     __pydantic_config__ = _CONFIG
 

@@ -52,6 +52,13 @@ def _killed_run(workspace: Path, state: Path, kill_at: int) -> str:
     return run_id
 
 
+def _recoverable(tmp_path: Path, kill_at: int) -> tuple[str, ReActAgent, TraceStore]:
+    """A run killed at `kill_at`, the agent to resume it and its trace store."""
+    ws = tmp_path / "ws"
+    run_id = _killed_run(ws, tmp_path / "state", kill_at)
+    return run_id, kill_agent.build_agent(ws), TraceStore(ws)
+
+
 def test_a_key_parameter_is_hidden_from_the_model_and_gets_the_calls_key(workspace) -> None:
     seen: list[str] = []
 
@@ -168,11 +175,7 @@ def test_a_killed_run_goes_on_from_its_last_step_without_repeating_effects(tmp_p
 
 
 def test_an_email_whose_outcome_is_unknown_waits_for_a_person(tmp_path) -> None:
-    ws, state = tmp_path / "ws", tmp_path / "state"
-    run_id = _killed_run(ws, state, 12)  # inside step 3's send_email, before it sent
-    kill_agent.arm(state, 0)
-    agent = kill_agent.build_agent(ws)
-    store = TraceStore(ws)
+    run_id, agent, store = _recoverable(tmp_path, 12)  # inside step 3's send_email, before it sent
     paused = agent.resume_sync(run_id, store=store)
     assert paused.status == "paused" and paused.pending is not None
     assert paused.pending["kind"] == "outcome_unknown" and paused.pending["tool"] == "send_email"
@@ -186,11 +189,7 @@ def test_an_email_whose_outcome_is_unknown_waits_for_a_person(tmp_path) -> None:
 
 
 def test_a_person_who_finds_the_email_sent_answers_and_it_is_not_resent(tmp_path) -> None:
-    ws, state = tmp_path / "ws", tmp_path / "state"
-    run_id = _killed_run(ws, state, 13)  # inside step 3's send_email, after it sent
-    kill_agent.arm(state, 0)
-    agent = kill_agent.build_agent(ws)
-    store = TraceStore(ws)
+    run_id, agent, store = _recoverable(tmp_path, 13)  # inside step 3's send_email, after it sent
     assert agent.resume_sync(run_id, store=store).status == "paused"
     done = agent.resume_sync(run_id, answer="sent at 10:02, see the outbox", store=store)
     assert done.ok and len(kill_agent.read("outbox.jsonl")) == 2
@@ -216,11 +215,7 @@ def test_a_run_killed_after_its_answer_finishes_with_it_without_asking_the_model
 def test_resuming_needs_a_run_that_stopped_and_no_decision_for_an_interrupted_one(
     tmp_path,
 ) -> None:
-    ws, state = tmp_path / "ws", tmp_path / "state"
-    run_id = _killed_run(ws, state, 3)
-    kill_agent.arm(state, 0)
-    agent = kill_agent.build_agent(ws)
-    store = TraceStore(ws)
+    run_id, agent, store = _recoverable(tmp_path, 3)
     with pytest.raises(UserError, match="nobody was asked anything"):
         agent.resume_sync(run_id, approve=True, store=store)
     assert agent.resume_sync(run_id, store=store).ok

@@ -219,3 +219,35 @@ def test_a_failing_tool_trips_its_breaker_and_is_not_called_while_open(workspace
     assert "is unavailable right now" in third and "circuit breaker is open" in third
     rows = store.sql("select breaker, to_state from breaker_transitions")
     assert rows == [("tool:flaky", "open")]
+    assert "Last error: " in third and "order service down" in third
+
+
+def test_corrections_and_bad_results_do_not_trip_the_breaker(workspace) -> None:
+    """Only faults count (the tool raised or timed out): a ToolRetry is the tool doing
+    its job, and an unserialisable result is a bug in it, not an outage."""
+    from agentlab.errors import ToolRetry
+    from agentlab.resilience import BreakerConfig
+
+    calls: list[str] = []
+
+    @tool
+    def find(order_id: str) -> object:
+        """Find an order.
+
+        Args:
+            order_id: The order id, like "O-123".
+        """
+        calls.append(order_id)
+        if not order_id.startswith("O-"):
+            raise ToolRetry("order ids look like O-123; ask the user for theirs")
+        return Unserialisable()
+
+    store = TraceStore(workspace)
+    model = calls_then_answers(
+        *[("find", f'{{"order_id": "{i}"}}') for i in ("a", "b", "c", "O-1")]
+    )
+    breaker = BreakerConfig(failure_threshold=2, window_s=60, cooldown_s=30)
+    result = ReActAgent(model, [find], trace=store, max_retries=10, breaker=breaker).run_sync("x")
+    assert calls == ["a", "b", "c", "O-1"], "every call reached the tool"
+    assert "returned a value that cannot be sent" in result.output
+    assert store.sql("select count(*) from breaker_transitions") == [(0,)]

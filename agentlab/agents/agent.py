@@ -120,7 +120,8 @@ class Agent:
             every process), else this process.
         max_tool_result_chars: the most the model is shown of one tool result
             (the trace keeps the whole result).
-        alerts: when to raise loop alerts and whether to stop a looping run
+        alerts: when to raise loop alerts (and alerts for steps or cost far above
+            the agent's own history) and whether to stop the run on one
             (:class:`~agentlab.agents.alerts.LoopAlerts`; ``None``: off).
         escalate: when the model or a tool fails for good (retries and fallbacks
             spent), pause the run with a question for a person instead of failing it

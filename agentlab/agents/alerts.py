@@ -211,7 +211,15 @@ class _LoopWatch:
         if policy.on_alert is not None:
             policy.on_alert(event)
         if event.stopped:
-            (stop or run.stop_for_loop)(message)
+            (stop or self._stop_looping)(message)
+
+    def _stop_looping(self, message: str) -> None:
+        self.run.stop(
+            "loop",
+            f"the agent was stopped because it is looping: {message}.",
+            "Look at the repeated calls: make the tool's result say clearly what the "
+            "model should do next, describe the tool better, or use a more capable model.",
+        )
 
 
 class _HistoryWatch:
@@ -300,14 +308,11 @@ class _HistoryWatch:
         )
 
     def _stop(self, message: str) -> None:
-        run = self.watch.run
-        if not run.done:
-            run._fail(
-                "failed",
-                "anomaly",
-                f"the agent was stopped because this run is far above its own history: {message}.",
-                _ANOMALY_NEXT,
-            )
+        self.watch.run.stop(
+            "anomaly",
+            f"the agent was stopped because this run is far above its own history: {message}.",
+            _ANOMALY_NEXT,
+        )
 
 
 def _usable(spread: Spread | None, min_runs: int) -> TypeGuard[Spread]:

@@ -21,7 +21,8 @@ __all__ = ["Failure", "summarize_attempts", "tried"]
 @dataclass(frozen=True)
 class Failure:
     """Why a run stopped: `kind` (``model``, ``tool``, ``budget``, ``max_steps``,
-    ``context``, ``memory``, ``cancelled``), `what` went wrong, what was `tried`,
+    ``context``, ``memory``, ``cancelled``, ``definition``, ``loop``, ``anomaly``),
+    `what` went wrong, what was `tried`,
     and what to do `next`. `error` is the type of the error behind it, if any."""
 
     kind: str

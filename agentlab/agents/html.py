@@ -82,10 +82,9 @@ def _step_row(step: Step) -> list[str]:
         f'<div><code>{esc(c.name)}</code> <span class="warn">not run yet</span></div>'
         for c in not_run
     )
-    kind = "tool_calls" if not_run and step.error is None else step.kind
     return [
         esc(step.index),
-        f'<span class="tag">{esc(kind)}</span>',
+        f'<span class="tag">{esc(step.kind)}</span>',
         said,
         calls,
         esc(f"{step.usage.input_tokens} in / {step.usage.output_tokens} out"),

@@ -50,9 +50,11 @@ class Step:
 
     @property
     def kind(self) -> str:
+        """``error``, ``tool_calls`` (asked for, made or still waiting) or ``answer``."""
         if self.error is not None:
             return "error"
-        return "tool_calls" if self.tool_calls else "answer"
+        asked = self.response is not None and bool(self.response.tool_calls)
+        return "tool_calls" if self.tool_calls or asked else "answer"
 
     def _repr_html_(self) -> str:
         from agentlab.agents.html import step_html

@@ -209,17 +209,13 @@ class Run:
         for observer in self.observers:
             observer.emit(event)
 
-    def stop_for_loop(self, what: str) -> None:
-        """End the run at the end of this step because it is going round in circles
-        (called by :class:`~agentlab.agents.alerts.LoopAlerts` with ``stop=True``)."""
+    def stop(self, kind: str, what: str, next_: str) -> None:
+        """End the run, status ``failed``, at the end of this step, with a failure
+        record of `kind` saying `what` went wrong and what to do `next_` (used by
+        observers such as :class:`~agentlab.agents.alerts.LoopAlerts` with
+        ``stop=True``). A run already done is left as it is."""
         if not self.done:
-            self._fail(
-                "failed",
-                "loop",
-                f"the agent was stopped because it is looping: {what}.",
-                "Look at the repeated calls: make the tool's result say clearly what the "
-                "model should do next, describe the tool better, or use a more capable model.",
-            )
+            self._fail("failed", kind, what, next_)
 
     def account(self, usage: Usage, model_name: str) -> float | None:
         """Add a model request made for this run (a step or a summary) to its usage,

@@ -88,6 +88,10 @@ class ToolOutcome:
     saved_latency_ms: float | None = None
     served_by: str | None = None
     fallback: list[dict[str, Any]] | None = None
+    fault: bool = False
+    """The tool or the service behind it failed (it raised or timed out): what its
+    circuit breaker counts. A correction for the model (:class:`ToolRetry`), a bug in
+    the tool's result or a refused duplicate call is an error, but no fault."""
 
 
 ToolHandler = Callable[[ToolInvocation], Awaitable[ToolOutcome]]
@@ -253,26 +257,26 @@ async def invoke(invocation: ToolInvocation) -> ToolOutcome:
                 result = await tool.function(**kwargs)
         else:
             result = await _in_own_thread(tool, kwargs, invocation.call.arguments)
-        return ToolOutcome("ok", serialize_result(result))
     except TimeoutError as exc:
         if tool.timeout is None:  # the function's own, not its time limit
-            return ToolOutcome("error", _raised(tool, exc))
-        return ToolOutcome("timeout", _timed_out(tool))
-    except ToolRetry as exc:
-        return ToolOutcome("error", str(exc))
-    except _StillRunning as exc:
+            return ToolOutcome("error", _raised(tool, exc), fault=True)
+        return ToolOutcome("timeout", _timed_out(tool), fault=True)
+    except (ToolRetry, _StillRunning) as exc:
         return ToolOutcome("error", str(exc))
     except Exception as exc:
-        return ToolOutcome("error", _raised(tool, exc))
+        return ToolOutcome("error", _raised(tool, exc), fault=True)
+    try:
+        return ToolOutcome("ok", serialize_result(result))
+    except Exception as exc:
+        return ToolOutcome(
+            "error",
+            f"Tool {tool.name!r} returned a value that cannot be sent to the model "
+            f"({type(exc).__name__}: {exc}). This is a bug in the tool: it must return "
+            "text, numbers, lists, dicts or a pydantic model.",
+        )
 
 
 def _raised(tool: Tool, exc: Exception) -> str:
-    if isinstance(exc, TypeError | ValueError) and "serializ" in str(exc).lower():
-        return (
-            f"Tool {tool.name!r} returned a value that cannot be sent to the model "
-            f"({type(exc).__name__}: {exc}). This is a bug in the tool: it must return "
-            "text, numbers, lists, dicts or a pydantic model."
-        )
     return (
         f"Tool {tool.name!r} raised {type(exc).__name__}: {exc}. Try different "
         "arguments, another tool, or explain the problem in your answer."
@@ -364,8 +368,9 @@ def _canonical(arguments: str) -> str:
 
 def tool_breaker(tool: Tool, config: BreakerConfig, store: BreakerStore | None = None) -> ToolLayer:
     """A circuit breaker around the service behind `tool`: after the configured
-    failures (the tool raised or timed out) calls fail fast, telling the model the
-    tool is unavailable, until a probe call after the cooldown succeeds."""
+    failures (the tool raised or timed out: :attr:`ToolOutcome.fault`) calls fail
+    fast, telling the model the tool is unavailable and its last error, until a
+    probe call after the cooldown succeeds."""
     breaker = breaker_registry().get(f"tool:{tool.name}", config, store)
     if breaker not in _TRACED:
         _TRACED.add(breaker)
@@ -375,14 +380,15 @@ def tool_breaker(tool: Tool, config: BreakerConfig, store: BreakerStore | None =
         try:
             ticket = breaker.acquire()
         except BreakerOpen as exc:
+            last = f" Last error: {exc.last_error}" if exc.last_error else ""
             return ToolOutcome(
                 "error",
                 f"Tool {tool.name!r} is unavailable right now: it failed {exc.failures} times "
-                f"and its circuit breaker is open (next try in {exc.retry_in:.0f} s). Do not "
-                "call it again now; use another tool or tell the user.",
+                f"and its circuit breaker is open (next try in {exc.retry_in:.1f} s).{last} "
+                "Do not call it again now; use another tool or tell the user.",
             )
         outcome = await rest(invocation)
-        if outcome.status in ("error", "timeout"):
+        if outcome.fault:
             breaker.record_failure(ticket, error=outcome.content)
         else:
             breaker.record_success(ticket)
