@@ -262,3 +262,19 @@ def test_the_served_app_recovers_an_interrupted_run(tmp_path, monkeypatch) -> No
     assert done["status"] == "completed", done
     assert json.loads(json.dumps(kill_agent.read("ledger.jsonl")))[0]["order_id"] == "O-1"
     assert len(kill_agent.read("ledger.jsonl")) == 2
+
+
+def test_the_approval_widget_asks_what_an_unknown_call_did(tmp_path) -> None:
+    from agentlab.ui import ApprovalWidget
+
+    run_id, agent, store = _recoverable(tmp_path, 13)  # inside send_email, after it sent
+    assert agent.resume_sync(run_id, store=store).status == "paused"
+    widget = ApprovalWidget(run_id, agent=agent, store=store)
+    assert "outcome unknown" in widget.header.value
+    assert widget.answer_button.description == "It happened"
+    assert widget.retry_button.description == "Make it again"
+    assert widget.approval_controls.layout.display == "none"
+    widget.submit_answer("it was sent")
+    assert widget.status == "completed", widget.message.value
+    assert "reported what the call to <code>send_email</code> did" in widget.message.value
+    assert len(kill_agent.read("outbox.jsonl")) == 2

@@ -134,9 +134,10 @@ class ApprovalWidget(widgets.VBox):
         self._resume(approve=False)
 
     def submit_answer(self, answer: str) -> None:
-        """Answer an escalated run for the user: the run completes with `answer`."""
+        """Answer an escalated run for the user (the run completes with `answer`), or
+        say what a call whose outcome was unknown did (the model is told)."""
         if not answer.strip():
-            self._error("Write the answer for the user first, then click Answer.")
+            self._error(f"Write the answer first, then click {self.answer_button.description}.")
             return
         self._resume(answer=answer)
 
@@ -288,9 +289,11 @@ class ApprovalWidget(widgets.VBox):
         self.status = status
         self.pending = dict(pending) if status == "paused" and pending else None
         short = f"<code>{_html.esc(self.run_id[:8])}</code>"
-        escalated = self.pending is not None and self.pending.get("kind") == "escalation"
+        kind = self.pending.get("kind", "approval") if self.pending is not None else None
+        escalated = kind in _ASKED
         if self.pending is not None:
-            title = "needs a person" if escalated else "waits for approval"
+            self._label(str(kind))
+            title = _TITLES.get(str(kind), "waits for approval")
             self.header.value = _box(f"<h4>Run {short} {title}</h4>")
             self.request_view.value = _box(_html.pending_html(self.pending))
             self.outcome.value = ""
@@ -306,10 +309,38 @@ class ApprovalWidget(widgets.VBox):
         for control in self._inputs:
             control.disabled = self.pending is None
 
+    def _label(self, kind: str) -> None:
+        """Name the answer, retry and fail controls for what this pause asks."""
+        words = _ASKED.get(kind)
+        if words is not None:
+            self.answer.placeholder, answer, retry, fail = words
+            self.answer_button.description = answer
+            self.retry_button.description = retry
+            self.fail_button.description = fail
+
     def _error(self, text: str) -> None:
         self.message.value = _box(
             _html.callout(f'<span class="bad">{_html.esc(text)}</span>', "bad")
         )
+
+
+# What a pause that a person answers asks: the answer box's hint, then the labels of
+# the Answer (answer=), Retry (approve=True) and Let it fail (approve=False) buttons.
+_ASKED = {
+    "escalation": (
+        "The answer for the user (ends the run as completed)",
+        "Answer",
+        "Retry",
+        "Let it fail",
+    ),
+    "outcome_unknown": (
+        "What happened, if the call did happen (the model is told)",
+        "It happened",
+        "Make it again",
+        "Do not make it",
+    ),
+}
+_TITLES = {"escalation": "needs a person", "outcome_unknown": "needs a person: outcome unknown"}
 
 
 def _box(body: str) -> str:
@@ -320,7 +351,14 @@ def _decision_text(
     pending: Mapping[str, Any], approve: bool | None, note: str | None, answer: str | None
 ) -> str:
     """What was decided, in one line."""
-    if pending.get("kind") == "escalation":
+    if pending.get("kind") == "outcome_unknown":
+        tool = _html.esc(pending.get("tool"))
+        said = (
+            f"reported what the call to <code>{tool}</code> did"
+            if answer is not None
+            else f"{'made the call to' if approve else 'did not make'} <code>{tool}</code> again"
+        )
+    elif pending.get("kind") == "escalation":
         said = (
             "answered for the user"
             if answer is not None
