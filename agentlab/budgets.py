@@ -66,6 +66,14 @@ class Budget:
         """The limits that are set, by name."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name)}
 
+    @classmethod
+    def from_limits(cls, limits: dict[str, float]) -> Budget:
+        """The budget whose :attr:`limits` are `limits` (as read back from JSON, where
+        counts may come back as floats)."""
+        real = ("cost", "wall_time")
+        values: dict[str, Any] = {k: v if k in real else int(v) for k, v in limits.items()}
+        return cls(**values)
+
 
 _HINTS = {
     "tokens": "raise Budget(tokens=...) (on the agent, or per run with budget=), keep "
@@ -131,6 +139,7 @@ class BudgetTracker:
         :data:`UNCAPPED_OUTPUT` tokens (no model replies with more in one request).
         """
         budget = self.budget
+        asked = max_output is not None  # the request's own max_tokens, not a budget's cap
         limit = budget.wall_time
         if limit is not None and self.started + limit - time.monotonic() <= 0:
             self.check_time(f"a request to {model}")  # raises (the text only when needed)
@@ -166,11 +175,13 @@ class BudgetTracker:
             base = price.cost(Usage(input_tokens=input_tokens))
             left_usd = budget.cost - spent - base
             per_output = price.output_per_mtok / 1_000_000
-            if max_output is None and per_output > 0:
+            if not asked and per_output > 0:  # cap the output at what is still paid for
                 affordable = int(left_usd / per_output) if left_usd > 0 else 0
-                max_output = affordable if affordable < UNCAPPED_OUTPUT else None
+                if affordable < UNCAPPED_OUTPUT:
+                    max_output = affordable if max_output is None else min(max_output, affordable)
             worst = base + (max_output or 0) * per_output
-            if left_usd <= 0 or spent + worst > budget.cost or max_output == 0:
+            over = spent + worst - budget.cost > budget.cost * 1e-9  # not a rounding error
+            if left_usd <= 0 or over or max_output == 0:
                 self._exceeded(
                     "cost",
                     f"the next request to {model} could cost up to ${worst:.6f} "

@@ -79,6 +79,7 @@ class RunStarted:
     metadata: dict[str, Any] = field(default_factory=dict)
     session: str | None = None
     user: str | None = None
+    limits: dict[str, float] | None = None  # the run's budget (Budget.limits)
 
 
 @dataclass(slots=True, kw_only=True)

@@ -217,3 +217,16 @@ def test_budget_checks_without_a_wall_time_limit_and_at_its_end() -> None:
         timed.before_model_call("m", None, 0, None)
     with pytest.raises(BudgetExceededError, match="before calling tool 'ping'"):
         timed.before_tool_call("ping")
+
+
+def test_a_token_budget_does_not_make_a_cost_budget_refuse_what_it_can_pay_for() -> None:
+    """The token budget caps the output at what is left; the cost budget then caps it at
+    what is still paid for, instead of taking the token cap as the request's own."""
+    price = Price(input_per_mtok=1.0, output_per_mtok=10.0)  # $0.00001 per output token
+    both = BudgetTracker(Budget(tokens=4000, cost=0.002))
+    assert both.before_model_call("m", price, 80, None) == 192  # (0.002 - 0.00008) / 1e-5
+    alone = BudgetTracker(Budget(cost=0.002))
+    assert alone.before_model_call("m", price, 80, None) == 192
+    asked = BudgetTracker(Budget(tokens=4000, cost=0.002))
+    with pytest.raises(BudgetExceededError, match="could cost up to"):
+        asked.before_model_call("m", price, 80, 1000)  # its own max_tokens: not capped

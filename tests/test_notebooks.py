@@ -31,14 +31,23 @@ def kernel() -> str:
     return KERNEL
 
 
+def declares_model(path: Path) -> bool:
+    """Whether the notebook's parameters cell has a `model` (03 picks a model per section)."""
+    return "model" in papermill.inspect_notebook(str(path))
+
+
 def execute(path: Path, tmp_path: Path, kernel: str, model: str, timeout: int):
-    """Run a notebook in a fresh workspace; return the executed notebook."""
+    """Run a notebook in a fresh workspace (with `model`, if it takes one); return the
+    executed notebook."""
     out = tmp_path / path.name
+    parameters = {"workspace": str(tmp_path / "ws")}
+    if declares_model(path):
+        parameters["model"] = model
     start = time.perf_counter()
     papermill.execute_notebook(
         str(path),
         str(out),
-        parameters={"model": model, "workspace": str(tmp_path / "ws")},
+        parameters=parameters,
         kernel_name=kernel,
         execution_timeout=timeout,
         cwd=str(tmp_path),
@@ -71,12 +80,57 @@ def test_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
         assert "(expired)" in "\n".join("".join(o.get("text", "")) for o in outputs(nb))
         widgets = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
         assert len(widgets) == 1  # the memory inspector
+    if path.name == "03_production_habits.ipynb":
+        check_production_habits(nb, data)
+
+
+HABITS_MIME = "application/x.agentlab.habits+json"
+
+
+def check_production_habits(nb, data: list[dict]) -> None:
+    """03: each section's outcome, from the summary bundle and the printed lines."""
+    [facts] = [d[HABITS_MIME] for d in data if HABITS_MIME in d]
+    assert facts["retry"] == {"status": "completed", "attempts": 3}  # 429, 429, then ok
+    breaker = facts["breaker"]
+    assert breaker["transitions"] == ["closed->open", "open->half_open", "half_open->closed"]
+    assert breaker["runs_refused"] == 2 and breaker["requests_while_open"] == 0
+    assert breaker["last_run"] == "completed"
+    assert facts["fallback"] == {"status": "completed", "served_by": "local:smollm2"}
+    assert list(facts["budgets"].values()) == ["budget_exceeded", "budget_exceeded", "max_steps"]
+    assert facts["tool_fallbacks"] == ["search_orders", "search_mirror"]
+    assert facts["approval"] == {"status": "completed", "refunds_paid": 1}
+    assert facts["recovery"] == {
+        "after_the_kill": ["interrupted"],
+        "after_resume": "completed",
+        "payments": 1,  # the refund was made again after the kill, and paid once
+        "starts": 2,
+    }
+    assert {"repeated_call", "no_progress"} <= set(facts["alerts"])
+    assert facts["secrets"] == {"rows_holding_the_password": 0}
+
+    text = "\n".join("".join(o.get("text", "")) for o in outputs(nb))
+    assert "the server saw: {'rate_limit': 2, 'ok': 1}" in text
+    assert "requests that reached the server while the breaker was open: 0" in text
+    assert "status: paused; waits for: Approve the call to 'refund'" in text
+    assert "refunds paid so far: []" in text and "refunds paid: [('O-1003', 19.9)]" in text
+    assert "exit code: -9 (killed by SIGKILL)" in text
+    assert "the agent was stopped because it is looping" in text
+    assert "the tool got the real password: True" in text
+    html = "\n".join(d.get("text/html", "") for d in data)
+    assert "[REDACTED]" in html and "hunter2" not in html
+    widgets = [d for d in data if "application/vnd.jupyter.widget-view+json" in d]
+    assert len(widgets) == 2  # the approval widget and the run inspector
+    last = [c for c in nb.cells if c.cell_type == "code"][-1]
+    assert "server.stop()" in last.source
+    assert "<FaultServer stopped" in last.outputs[0]["data"]["text/plain"]
 
 
 @pytest.mark.local_model
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_with_the_local_model(path, tmp_path, kernel):
+    if not declares_model(path):
+        pytest.skip(f"{path.name} has no model parameter: the scripted run is the same run")
     nb = execute(path, tmp_path, kernel, "local:smollm2", timeout=600)
     assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
 

@@ -30,17 +30,27 @@ import _kill_agent as kill_agent
 INPUT = "Refund O-1 and O-2 and email both customers."
 
 
-def _killed_run(workspace: Path, state: Path, kill_at: int) -> str:
+def _killed_run(workspace: Path, state: Path, kill_at: int, tool_calls: int = 0) -> str:
     """Run the kill agent in a new process SIGKILLed at point `kill_at`; its run id.
     (A new process, not a fork: this one has used DuckDB, whose threads a fork
     would copy in the middle of their work.)"""
     state.mkdir(parents=True, exist_ok=True)
     code = (
-        "import sys, _kill_agent as k; k.arm(sys.argv[1], int(sys.argv[2])); "
-        "k.build_agent(sys.argv[3]).run_sync(sys.argv[4])"
+        "import sys, _kill_agent as k; from agentlab import Budget; "
+        "k.arm(sys.argv[1], int(sys.argv[2])); limit = int(sys.argv[5]) or None; "
+        "k.build_agent(sys.argv[3]).run_sync(sys.argv[4], budget=Budget(tool_calls=limit))"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, str(state), str(kill_at), str(workspace), INPUT],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(state),
+            str(kill_at),
+            str(workspace),
+            INPUT,
+            str(tool_calls),
+        ],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)},
         capture_output=True,
         text=True,
@@ -278,3 +288,12 @@ def test_the_approval_widget_asks_what_an_unknown_call_did(tmp_path) -> None:
     assert widget.status == "completed", widget.message.value
     assert "reported what the call to <code>send_email</code> did" in widget.message.value
     assert len(kill_agent.read("outbox.jsonl")) == 2
+
+
+def test_a_recovered_run_keeps_the_budget_it_was_started_with(tmp_path) -> None:
+    ws = tmp_path / "ws"
+    run_id = _killed_run(ws, tmp_path / "state", 8, tool_calls=3)  # the agent has no budget
+    result = kill_agent.build_agent(ws).resume_sync(run_id, store=TraceStore(ws))
+    assert result.status == "budget_exceeded", result.explanation
+    assert "budget of 3 tool calls" in (result.explanation or "")
+    assert TraceStore(ws).run(run_id)["limits"] == {"tool_calls": 3, "steps": 10}  # type: ignore[index]

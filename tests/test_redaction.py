@@ -521,6 +521,9 @@ def _sample(tp: Any, text: str, secret: bool) -> Any:
             values = [_sample(item, text, secret)]
         return values if origin is list else tuple(values)
     if origin is dict:
+        if args and not _holds_text(args[1]):  # e.g. dict[str, float]: text only in a key
+            # (a secret value, not a sensitive key name: that would redact the number)
+            return {f"see {OPENAI_KEY}" if secret else text: _sample(args[1], text, secret)}
         value = {"note": text, "nested": {"items": [text]}}
         if secret:
             value["api_key"] = "PlainKeyValue"

@@ -102,7 +102,7 @@ def read_run(agent: Agent, run_id: str, store: TraceStore) -> RunRecord:
         tool_calls = _fetch(con, _TOOL_CALLS, params)
         starts = _fetch(con, _STARTS, params)
         decisions = _fetch(con, _DECISIONS, params)
-    for column in ("pending", "checkpoint", "failure", "metadata"):
+    for column in ("pending", "checkpoint", "failure", "metadata", "limits"):
         if row.get(column) is not None:
             row[column] = json.loads(row[column])
     return _rebuild(agent, run_id, row, model_calls, tool_calls, starts, decisions)

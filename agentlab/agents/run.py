@@ -47,6 +47,7 @@ from agentlab.messages import (
     ToolMessage,
 )
 from agentlab.models.context import CallContext, model_call
+from agentlab.tokens import count_message
 from agentlab.tools.calls import ToolInvocation, ToolOutcome
 from agentlab.usage import Usage
 
@@ -125,7 +126,8 @@ class Run:
         self._output_tokens = 0
         self._cost: float | None = 0.0
         self._failures: dict[str, int] = {}  # consecutive failures per tool / "model"
-        self._token_counts: list[int] = []  # per message, for budget estimates
+        self._token_counted = 0  # the run's first messages whose tokens are counted
+        self._token_total = 0  # their tokens, for budget estimates
         self._started = time.perf_counter()
         self._epoch = time.time() - self._started  # wall clock = _epoch + perf_counter()
         self._latency_ms = 0.0
@@ -160,6 +162,7 @@ class Run:
                 metadata=metadata or {},
                 session=self.session if self.session != self.id else None,
                 user=self.user,
+                limits=self.budget.budget.limits,
             )
         )
 
@@ -378,6 +381,7 @@ class Run:
             agent.run_observers(),
             session=row.get("session"),
             user=row.get("user_id"),
+            budget=Budget.from_limits(row["limits"]) if row.get("limits") else None,
             run_id=row["run_id"],
         )
         run.steps = record.steps
@@ -792,13 +796,14 @@ class Run:
     def _count_tokens(self, messages: Sequence[Message]) -> int:
         """The token counter's estimate of `messages` (counts of the run's own
         messages are kept, so a step counts only what is new)."""
-        from agentlab.tokens import count_message
-
-        counter = self.agent.token_counter
         if messages is self.messages:
-            counts = self._token_counts
-            counts.extend(count_message(counter, m) for m in messages[len(counts) :])
-            return sum(counts)
+            counted = self._token_counted
+            if counted < len(messages):
+                counter = self.agent.token_counter
+                self._token_total += sum(count_message(counter, m) for m in messages[counted:])
+                self._token_counted = len(messages)
+            return self._token_total
+        counter = self.agent.token_counter
         return sum(count_message(counter, m) for m in messages)
 
 

@@ -9,8 +9,7 @@ no context: the wrappers then only do their own job.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -78,11 +77,18 @@ def current_call() -> CallContext | None:
     return _call.get()
 
 
-@contextlib.contextmanager
-def model_call(context: CallContext) -> Iterator[CallContext]:
-    """Make `context` the current one for the model request in the block."""
-    token = _call.set(context)
-    try:
-        yield context
-    finally:
-        _call.reset(token)
+class model_call:
+    """Make `context` the current one for the model request in the block (a plain
+    class, not a generator: it is entered on every step)."""
+
+    __slots__ = ("_token", "context")
+
+    def __init__(self, context: CallContext) -> None:
+        self.context = context
+
+    def __enter__(self) -> CallContext:
+        self._token = _call.set(self.context)
+        return self.context
+
+    def __exit__(self, *exc: object) -> None:
+        _call.reset(self._token)

@@ -128,6 +128,7 @@ _COLUMNS = {
     "resumed_at": "DOUBLE",
     "fallback": "JSON",  # tool_calls: the tries that failed before one served
     "call_id": "VARCHAR",
+    "limits": "JSON",
 }
 
 
@@ -145,15 +146,15 @@ FROM read_json($files, format = 'newline_delimited', columns = $columns, filenam
 
 _INSERT_STARTED = f"""
 INSERT INTO runs (run_id, agent, model, input, status, started_at, metadata, segment, session,
-                  user_id)
+                  user_id, limits)
 SELECT run_id, agent, model, input, 'running', {_ts("started_at")}, metadata, segment, session,
-       "user"
+       "user", limits
 FROM _batch WHERE kind = 'run_started' AND run_id IS NOT NULL
 QUALIFY row_number() OVER (PARTITION BY run_id) = 1
 ON CONFLICT (run_id) DO UPDATE SET
     agent = excluded.agent, model = excluded.model, input = excluded.input,
     started_at = excluded.started_at, metadata = excluded.metadata, session = excluded.session,
-    user_id = excluded.user_id
+    user_id = excluded.user_id, limits = excluded.limits
 """
 
 _INSERT_MODEL_CALLS = f"""

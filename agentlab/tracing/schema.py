@@ -219,6 +219,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "recovery: tool call starts (idempotency keys), decisions on paused runs",
         """
         ALTER TABLE tool_calls ADD COLUMN call_id VARCHAR;  -- the model's id of the call
+        ALTER TABLE runs ADD COLUMN limits JSON;  -- the run's budget, as it was set
         CREATE TABLE tool_call_starts (  -- one row each time the call is started
             "key" VARCHAR NOT NULL,  -- <run_id>-<step>-<call_id>: the idempotency key
             run_id VARCHAR NOT NULL,

@@ -116,7 +116,7 @@ class TraceStore:
         if not rows:
             return None
         run = dict(zip(columns, rows[0], strict=True))
-        for column in ("metadata", "failure", "pending", "checkpoint"):
+        for column in ("metadata", "failure", "pending", "checkpoint", "limits"):
             if run.get(column) is not None:
                 run[column] = json.loads(run[column])
         return run
