@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "tool": "agentlab.tools",
     "Fallback": "agentlab.tools",
     "simpler": "agentlab.tools",
+    "IdempotencyKey": "agentlab.tools",
     # models and the layers around them
     "Model": "agentlab.models",
     "ModelResponse": "agentlab.models",
@@ -109,6 +110,6 @@ if TYPE_CHECKING:
         allow_model_requests,
         infer_model,
     )
-    from agentlab.tools import Fallback, Tool, simpler, tool
+    from agentlab.tools import Fallback, IdempotencyKey, Tool, simpler, tool
     from agentlab.tracing import TraceStore
     from agentlab.usage import Price, PriceTable, Usage

@@ -10,6 +10,7 @@ between calls.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -30,6 +31,17 @@ def _background_loop() -> asyncio.AbstractEventLoop:
             ).start()
             _loop = loop
         return _loop
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no copy of the loop's thread: start a new loop on first use
+    (else its first sync call would wait forever for a loop that does not run)."""
+    global _lock, _loop
+    _lock = threading.Lock()
+    _loop = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:

@@ -151,3 +151,30 @@ def test_four_agent_processes_and_a_reader(tmp_path):
         " (select count(*) from model_calls), (select count(*) from tool_calls),"
         " (select count(distinct agent) from runs)"
     ) == [(total, total * 4, total * 3, writers)]
+
+
+def test_a_forked_child_can_run_agents_after_its_parent_did() -> None:
+    """The sync entry points share a background loop thread, which a fork does not
+    copy: a child (a preforking server's worker, a fork pool) starts its own."""
+    import os
+    import time
+
+    from agentlab import FunctionModel, ReActAgent
+
+    agent = ReActAgent(FunctionModel(lambda messages, tools: "hi"), trace=False)
+    assert agent.run_sync("hello").output == "hi"  # the parent's loop thread is running
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if agent.run_sync("hello again").output == "hi" else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's run_sync hung")
+        time.sleep(0.01)
+    assert os.WIFEXITED(done[1]) and os.WEXITSTATUS(done[1]) == 0
