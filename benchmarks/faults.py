@@ -185,6 +185,24 @@ def _open_windows(moves: list[tuple[str, str, float]]) -> list[tuple[float, floa
     return windows
 
 
+def _figures(
+    started: int,
+    outcome: dict[str, Any],
+    while_open: list[Any],
+    moves: list[tuple[str, str, float]],
+    recovery_s: float,
+) -> dict[str, Any]:
+    """A mode's figures: runs started, lost, unexplained, calls while open, recovery."""
+    return {
+        "runs": started,
+        "runs_lost": started - outcome["terminal"],
+        "unexplained": len(outcome["unexplained"]),
+        "calls_while_open": len(while_open),
+        "breaker_opened": any(f == "closed" and t == "open" for f, t, _ in moves),
+        "recovery_s": recovery_s,
+    }
+
+
 def run_mode(mode: str, runs: int, pause: float, workspace: Path) -> dict[str, Any]:
     """Fault runs, then recovery runs, against one fresh server; the mode's figures."""
     params, timeout = MODES[mode]
@@ -223,15 +241,7 @@ def run_mode(mode: str, runs: int, pause: float, workspace: Path) -> dict[str, A
         for a in json.loads(text or "[]")
     ]
     refused = sum(1 for a in attempts if "Circuit breaker" in (a.get("error") or ""))
-    started = len(results) + escaped
-    figures = {
-        "runs": started,
-        "runs_lost": started - outcome["terminal"],
-        "unexplained": len(outcome["unexplained"]),
-        "calls_while_open": len(while_open),
-        "breaker_opened": any(f == "closed" and t == "open" for f, t, _ in moves),
-        "recovery_s": recovery_s,
-    }
+    figures = _figures(len(results) + escaped, outcome, while_open, moves, recovery_s)
     detail = {
         "statuses": outcome["statuses"],
         "requests": len(log),
@@ -405,16 +415,8 @@ def run_tool_mode(mode: str, runs: int, pause: float, workspace: Path) -> dict[s
             violations[run_id] = problem
     made = [c for run_id in fault_ids for c in calls.get(run_id, [])]
     refused = sum(1 for c in made if c["status"] == "error" and REFUSED in (c["shown"] or ""))
-    started = len(results) + escaped
-    figures = {
-        "runs": started,
-        "runs_lost": started - outcome["terminal"],
-        "unexplained": len(outcome["unexplained"]),
-        "calls_while_open": len(while_open),
-        "breaker_opened": any(f == "closed" and t == "open" for f, t, _ in moves),
-        "recovery_s": recovery_s,
-        "violations": len(violations),
-    }
+    figures = _figures(len(results) + escaped, outcome, while_open, moves, recovery_s)
+    figures["violations"] = len(violations)
     tool_statuses: dict[str, int] = {}
     for call in made:
         tool_statuses[call["status"]] = tool_statuses.get(call["status"], 0) + 1

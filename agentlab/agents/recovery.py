@@ -105,7 +105,7 @@ def read_run(agent: Agent, run_id: str, store: TraceStore) -> RunRecord:
     for column in ("pending", "checkpoint", "failure", "metadata", "limits"):
         if row.get(column) is not None:
             row[column] = json.loads(row[column])
-    return _rebuild(agent, run_id, row, model_calls, tool_calls, starts, decisions)
+    return _rebuild(agent, row, model_calls, tool_calls, starts, decisions)
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> list[Any]:
@@ -114,7 +114,6 @@ def _fetch(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -
 
 def _rebuild(
     agent: Agent,
-    run_id: str,
     row: dict[str, Any],
     model_calls: list[Any],
     tool_calls: list[Any],

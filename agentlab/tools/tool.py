@@ -188,14 +188,15 @@ class Tool:
     def keyword_arguments(self, args: BaseModel | None, key: str | None = None) -> dict[str, Any]:
         """The function's keyword arguments: the validated ones, plus the call's
         idempotency `key` when the tool takes one."""
+        if self.key_parameter is None:  # the common case: no copy (the call only reads it)
+            return args.__dict__ if args is not None else {}
+        if key is None:
+            raise UserError(
+                f"Tool {self.name!r} takes an idempotency key ({self.key_parameter!r}); "
+                "pass key=... when calling it outside a run."
+            )
         kwargs = dict(args.__dict__) if args is not None else {}
-        if self.key_parameter is not None:
-            if key is None:
-                raise UserError(
-                    f"Tool {self.name!r} takes an idempotency key ({self.key_parameter!r}); "
-                    "pass key=... when calling it outside a run."
-                )
-            kwargs[self.key_parameter] = IdempotencyKey(key)
+        kwargs[self.key_parameter] = IdempotencyKey(key)
         return kwargs
 
     async def call(self, args: BaseModel, key: str | None = None) -> Any:
