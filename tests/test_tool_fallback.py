@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
@@ -59,19 +60,30 @@ def search_mirror(query: str, limit: int = 10) -> str:
     return f"mirror: {limit} results for {query}"
 
 
+def main_search(behaviour: Callable[[str, int], str], **options: Any) -> Tool:
+    """A ``search(query, limit=10)`` tool over the main index that does `behaviour`,
+    declared with tool `options` (its fallbacks, above all)."""
+
+    def search(query: str, limit: int = 10) -> str:
+        return behaviour(query, limit)
+
+    search.__doc__ = """Search the main index.
+
+    Args:
+        query: What to look for.
+        limit: At most this many results.
+    """
+    return tool(**options)(search)
+
+
 # -- an alternative tool -----------------------------------------------------------
 
 
 async def test_an_alternative_tool_serves_when_the_primary_raises() -> None:
-    @tool(fallback=[search_mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         raise ConnectionError("index down")
+
+    search = main_search(behaviour, fallback=[search_mirror])
 
     outcome = await call(make_agent([search]), "search", {"query": "cats", "limit": 3})
     assert outcome.status == "ok"
@@ -107,16 +119,11 @@ async def test_an_alternative_serves_when_the_primary_times_out() -> None:
 async def test_an_open_breaker_sends_calls_to_the_alternative_not_the_primary() -> None:
     calls: list[str] = []
 
-    @tool(fallback=[search_mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         calls.append(query)
         raise ConnectionError("index down")
+
+    search = main_search(behaviour, fallback=[search_mirror])
 
     agent = make_agent([search], breaker=BreakerConfig(failure_threshold=2, cooldown_s=600))
     for query in ("a", "b"):  # two failures open the breaker; the mirror serves both
@@ -132,15 +139,10 @@ async def test_an_open_breaker_sends_calls_to_the_alternative_not_the_primary() 
 
 
 async def test_a_tool_that_succeeds_records_itself_as_served_by_and_no_failed_tries() -> None:
-    @tool(fallback=[search_mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         return "main"
+
+    search = main_search(behaviour, fallback=[search_mirror])
 
     outcome = await call(make_agent([search]), "search", {"query": "x"})
     assert (outcome.status, outcome.content, outcome.served_by) == ("ok", "main", "search")
@@ -153,18 +155,13 @@ async def test_a_tool_that_succeeds_records_itself_as_served_by_and_no_failed_tr
 async def test_a_simpler_request_serves_when_the_full_one_fails() -> None:
     seen: list[int] = []
 
-    @tool(fallback=[simpler(lambda args: {**args, "limit": 5})])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         seen.append(limit)
         if limit > 5:
             raise RuntimeError("the index gave up on a large request")
         return f"{limit} results for {query}"
+
+    search = main_search(behaviour, fallback=[simpler(lambda args: {**args, "limit": 5})])
 
     outcome = await call(make_agent([search]), "search", {"query": "cats", "limit": 50})
     assert seen == [50, 5]
@@ -184,15 +181,13 @@ async def test_an_other_tool_with_an_adapted_request_serves() -> None:
         """
         return f"cached {q}"
 
-    @tool(fallback=[Fallback(lookup, adapt=lambda args: {"q": args["query"]}), search_mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         raise ConnectionError("index down")
+
+    search = main_search(
+        behaviour,
+        fallback=[Fallback(lookup, adapt=lambda args: {"q": args["query"]}), search_mirror],
+    )
 
     outcome = await call(make_agent([search]), "search", {"query": "cats"})
     assert outcome.served_by == "lookup" and outcome.content.startswith("cached cats")
@@ -213,15 +208,12 @@ async def test_when_every_try_fails_the_model_gets_one_error_naming_each() -> No
         await asyncio.sleep(5)
         return "too late"
 
-    @tool(fallback=[search_mirror_slow, simpler(lambda args: {**args, "limit": 1})])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         raise ConnectionError(f"index down (limit {limit})")
+
+    search = main_search(
+        behaviour, fallback=[search_mirror_slow, simpler(lambda args: {**args, "limit": 1})]
+    )
 
     outcome = await call(make_agent([search]), "search", {"query": "cats"})
     assert outcome.status == "error" and outcome.served_by is None
@@ -253,15 +245,10 @@ async def test_invalid_arguments_go_back_to_the_model_without_trying_fallbacks()
         mirror_calls.append(query)
         return "mirror"
 
-    @tool(fallback=[mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         raise AssertionError("never called with invalid arguments")
+
+    search = main_search(behaviour, fallback=[mirror])
 
     agent = make_agent([search])
     outcome = await call(agent, "search", {"query": "cats", "limit": "many"})
@@ -401,15 +388,10 @@ def test_compatible_parameters_and_bad_entries_at_declaration() -> None:
 def test_a_run_whose_primary_fails_gets_the_fallbacks_result_and_the_trace_says_so(
     workspace,
 ) -> None:
-    @tool(fallback=[search_mirror])
-    def search(query: str, limit: int = 10) -> str:
-        """Search the main index.
-
-        Args:
-            query: What to look for.
-            limit: At most this many results.
-        """
+    def behaviour(query: str, limit: int) -> str:
         raise ConnectionError("index down")
+
+    search = main_search(behaviour, fallback=[search_mirror])
 
     store = TraceStore(workspace)
     model = answer_with_tool_result("search", '{"query": "cats"}')
