@@ -56,8 +56,8 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the support agent on each question and print a report to `out`.
 
-    The shop database is (re)created in the workspace (`workspace`, else
-    ``$AGENTLAB_WORKSPACE``, else ``./.agentlab``) and every run is traced there.
+    The shop database is (re)created in the workspace (`workspace`, else the
+    project's: :func:`~agentlab.workspace.resolve_workspace`) and every run is traced there.
     Returns the report: ``{"runs": [...], "summary": {...}, "sql": {...}}``, which is
     also what ``json_output=True`` prints. A run that fails is reported with its
     plain-language explanation; nothing here raises for a failed run.
