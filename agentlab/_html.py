@@ -366,7 +366,7 @@ def alerts_html(rows: Sequence[Mapping[str, Any]], start: Any = None) -> str:
 
 def messages_html(text: str | None) -> str:
     """Messages stored as JSON (a list, or one reply) as 'role: content' lines."""
-    if not text:
+    if not text or not isinstance(text, str):  # None, or NaN from a DataFrame
         return ""
     try:
         value = json.loads(text)
@@ -385,6 +385,21 @@ def messages_html(text: str | None) -> str:
             role = f"tool {m.get('name', '')}"
         parts.append(f'<div><span class="tag">{esc(role)}</span>{pre(chr(10).join(lines))}</div>')
     return "".join(parts)
+
+
+def sent_html(row: Mapping[str, Any]) -> str:
+    """What a model call's row says it sent, folded: the whole conversation (its
+    ``context``, when known) and the tools offered ('' when the row has neither)."""
+    context, tools = row.get("context"), row.get("tools")
+    if not context and not tools:
+        return ""
+    count = len(json.loads(context)) if context else row.get("context_messages")
+    names = ", ".join(tools or ()) or "none"
+    summary = f"sent: {count} message{'s' if count != 1 else ''}; tools: {names}"
+    return (
+        f'<details class="agentlab-sent"><summary>{esc(summary)}</summary>'
+        f"{messages_html(context) if context else ''}</details>"
+    )
 
 
 def _num(value: Any) -> Any:
@@ -410,7 +425,9 @@ def steps_table_html(rows: Sequence[Mapping[str, Any]]) -> str:
                 f'<span class="tag">{"model call" if model_call else "tool call"}</span>',
                 f"<code>{esc(r['name'])}</code>",
                 status_html(r["status"]),
-                messages_html(r["input"]) if model_call else pre(pretty_json(r["input"])),
+                messages_html(r["input"]) + sent_html(r)
+                if model_call
+                else pre(pretty_json(r["input"])),
                 (messages_html(r["output"]) if model_call else pre(pretty_json(r["output"])))
                 + (
                     f'<div class="bad">{esc(error)}</div>' if error and error != r["output"] else ""

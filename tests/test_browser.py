@@ -341,8 +341,69 @@ failed = ReActAgent(FunctionModel(down, name="primary"), name="support",
                     retry=RetryPolicy(2, initial=0.05), breaker=None).start("Where is O-1003?")
 failed.finish_sync()
 
+# Outcome unknown: a process SIGKILLed inside send_email (a new process, not a fork of
+# this kernel), then the run recovered here: did the email go out?
+import signal, subprocess, sys
+import mailer
+from agentlab.tracing import TraceStore
+
+killed = subprocess.run(
+    [sys.executable, "-c", "import mailer; mailer.KILL_INSIDE = True; "
+     "mailer.agent.run_sync('Tell Ada that O-1003 is refunded')"],
+    capture_output=True, text=True, timeout=60,
+)
+assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+[(lost,)] = TraceStore().sql("SELECT run_id FROM runs WHERE agent = 'mailer'")
+recovered = mailer.agent.resume_sync(lost)
+assert recovered.status == "paused" and recovered.pending["kind"] == "outcome_unknown", recovered
+assert mailer.sent == [], "never sent blindly"
+
 display(approval, ApprovalWidget(escalated), RunInspector(run_id=resilient.run_id), failed,
-        waiting, ApprovalWidget(waiting))'''
+        waiting, ApprovalWidget(waiting), ApprovalWidget(lost, agent=mailer.agent))'''
+
+# Imported by APPROVAL_CELL (written next to its notebook) and by the process it kills.
+MAILER = '''\
+"""An agent whose tool sends an email it cannot deduplicate (it takes no
+IdempotencyKey). With ``KILL_INSIDE`` set, the process is SIGKILLed inside the call,
+after the call's start is in the trace: whether the email went out is unknown."""
+
+import json
+import os
+import signal
+
+from agentlab import ReActAgent, tool
+from agentlab.messages import AssistantMessage, ToolCall, ToolMessage
+from agentlab.models import FunctionModel
+
+KILL_INSIDE = False
+sent = []
+
+
+@tool(side_effects=True)
+def send_email(to: str, subject: str) -> str:
+    """Send an email to a customer.
+
+    Args:
+        to: The address.
+        subject: The subject line.
+    """
+    if KILL_INSIDE:
+        os.kill(os.getpid(), signal.SIGKILL)
+    sent.append(subject)
+    return f"sent {subject!r} to {to}"
+
+
+def script(messages, tools):
+    done = [m for m in messages if isinstance(m, ToolMessage)]
+    if not done:
+        arguments = {"to": "ada@example.com", "subject": "Your refund for O-1003"}
+        call = ToolCall(id="e1", name="send_email", arguments=json.dumps(arguments))
+        return AssistantMessage(content="I will email the customer.", tool_calls=(call,))
+    return AssistantMessage(content="Emailed the customer. " + done[-1].content)
+
+
+agent = ReActAgent(FunctionModel(script, name="mailer"), [send_email], name="mailer")
+'''
 
 
 def _switch_to_dark(page: sync_api.Page) -> None:
@@ -374,8 +435,10 @@ def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_pa
         locator.scroll_into_view_if_needed()
         locator.screenshot(path=str(path))
         print(f"screenshot: {path}")
+        _keep(path)
 
     try:
+        (lab.root / "mailer.py").write_text(MAILER)
         _open_and_run(page, lab.notebook("approval.ipynb", APPROVAL_CELL))
         approval = page.locator(".agentlab-approval").first
         escalation = page.locator(".agentlab-approval").nth(1)
@@ -383,6 +446,7 @@ def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_pa
         failed = page.locator(".jp-RenderedHTMLCommon").filter(has_text="Why it stopped")
         paused = page.locator(".jp-RenderedHTMLCommon").filter(has_text="Waiting for approval")
         untouched = page.locator(".agentlab-approval").nth(2)
+        unknown = page.locator(".agentlab-approval").nth(3)
         expect(inspector).to_be_visible(timeout=60_000)
         expect(page.get_by_text("Loading widget...")).to_have_count(0)
         expect(approval).to_contain_text("waits for approval")
@@ -395,8 +459,17 @@ def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_pa
         # JupyterLab right-aligns cells of rendered HTML; ours must stay left-aligned.
         cell = failed.locator(".agentlab td").first
         assert cell.evaluate("td => getComputedStyle(td).textAlign") == "left"
+        expect(unknown).to_contain_text("needs a person: outcome unknown")
+        expect(unknown).to_contain_text("whether the call happened is unknown")
+        expect(unknown).not_to_contain_text("approve=True")  # words for a person
+        expect(unknown).to_contain_text('"subject": "Your refund for O-1003"')
+        decisions = ("It happened", "Make it again", "Do not make it")
+        for label in decisions:
+            expect(unknown.get_by_role("button", name=label)).to_be_enabled()
+        expect(unknown.get_by_role("button", name="Approve")).to_have_count(0)  # hidden
         shoot(approval, "approval-paused-light")
         shoot(paused, "paused-run-light")
+        shoot(unknown, "approval-unknown-light")
 
         approve = approval.get_by_role("button", name="Approve")
         approval.get_by_placeholder("Note (optional)").fill("damaged on arrival: photo checked")
@@ -424,10 +497,36 @@ def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_pa
         shoot(escalation, "escalation-dark")
         shoot(inspector, "inspector-dark")
         shoot(failed, "failed-run-dark")
+        shoot(unknown, "approval-unknown-dark")
+
+        # The person found the email in the mail log: it happened, and is not sent again.
+        unknown.get_by_placeholder("What happened, if the call did happen").fill(
+            "it went out at 10:02 (in the mail log)"
+        )
+        happened = unknown.get_by_role("button", name="It happened")
+        happened.click()
+        expect(unknown).to_contain_text("Completed", timeout=30_000)
+        expect(unknown).to_contain_text("you reported what the call to send_email did")
+        expect(unknown).to_contain_text(
+            "a person checked what happened: it went out at 10:02 (in the mail log)"
+        )
+        expect(unknown).not_to_contain_text("sent 'Your refund for O-1003'")  # not re-sent
+        expect(happened).to_be_hidden()
+        shoot(unknown, "approval-unknown-answered-dark")
     except BaseException:
         try:
             path = tmp_path / "failure.png"
             page.screenshot(path=str(path), full_page=True)
             print(f"screenshot (failure): {path}")
+            _keep(path)
         finally:
             raise
+
+
+def _keep(path: Path) -> None:
+    """Copy a screenshot into ``$AGENTLAB_SHOTS_DIR`` too, when it is set (to look at
+    after the run: tmp_path is buried)."""
+    shots = os.environ.get("AGENTLAB_SHOTS_DIR")
+    if shots:
+        Path(shots).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(shots) / path.name)

@@ -284,6 +284,8 @@ def test_the_approval_widget_asks_what_an_unknown_call_did(tmp_path) -> None:
     assert widget.answer_button.description == "It happened"
     assert widget.retry_button.description == "Make it again"
     assert widget.approval_controls.layout.display == "none"
+    assert "&quot;It happened&quot;" in widget.request_view.value, "the question names the buttons"
+    assert "approve=" not in widget.request_view.value
     widget.submit_answer("it was sent")
     assert widget.status == "completed", widget.message.value
     assert "reported what the call to <code>send_email</code> did" in widget.message.value

@@ -157,6 +157,71 @@ def test_inspector_lists_the_last_runs(agent, store):
     assert "try 1" in inspector.summary.value
 
 
+def test_a_model_calls_row_shows_the_whole_conversation_and_the_tools_it_was_sent(agent):
+    run = agent.run_sync("What is the status of order O-1003?")
+    inspector = RunInspector(run_id=run.run_id, store=TraceStore(agent.tracer.workspace))
+    second = [r for r in inspector.rows if r["kind"] == "model_call"][1]
+    sent = json.loads(second["context"])
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool"]
+    assert second["tools"] == agent.tool_names
+    html = inspector.steps_view.value
+    assert html.count('class="agentlab-sent"') == 2
+    assert f"sent: 4 messages; tools: {', '.join(agent.tool_names)}" in html
+    assert "What is the status of order O-1003?" in html.split("sent: 4 messages")[1]
+
+
+def test_refresh_lists_runs_started_since(agent, store):
+    first = agent.run_sync("order O-1003, first").run_id
+    inspector = RunInspector(store, last=5)
+    assert [v for _, v in inspector.run_selector.options] == [first]
+    second = agent.run_sync("order O-1003, second").run_id
+    inspector.refresh_button.click()
+    assert [v for _, v in inspector.run_selector.options] == [second, first]
+    assert inspector.run_id == first, "the shown run stays selected"
+
+
+def test_a_completed_run_with_failed_tool_calls_says_so(tmp_path, store):
+    @tool
+    def get_order(order_id: str) -> str:
+        """Look an order up.
+
+        Args:
+            order_id: The order id.
+        """
+        raise ConnectionError("the order service is down")
+
+    def made_up(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> AssistantMessage:
+        if not any(isinstance(m, ToolMessage) for m in messages):
+            call = ToolCall(id="c1", name="get_order", arguments='{"order_id": "O-1003"}')
+            return AssistantMessage(tool_calls=(call,))
+        return AssistantMessage(content="Order O-1003 is on its way.")  # made up
+
+    agent = ReActAgent(FunctionModel(made_up), [get_order], trace=tmp_path / "ws")
+    run = agent.run_sync("What is the status of order O-1003?")
+    assert run.status == "completed"
+    summary = RunInspector(store, run_id=run.run_id).summary.value
+    assert (
+        '<span class="ok">completed</span> <span class="warn">with 1 failed tool call</span>'
+        in (summary)
+    )
+
+
+def _png_width(png: bytes) -> int:
+    return int.from_bytes(png[16:20], "big")
+
+
+def test_the_chart_of_a_run_that_cost_nothing_has_no_empty_cost_axes(agent, store):
+    inspector = RunInspector(store, run_id=agent.run_sync("order O-1003").run_id)
+    assert inspector.run_row is not None and inspector.run_row["cost"] == 0
+    unpriced = inspector.chart.outputs[0]["data"]["image/png"]
+    from agentlab.ui.inspector import _chart_png
+
+    priced = _chart_png([1, 2], {1: 0.01, 2: 0.02}, {1: 5.0, 2: 6.0})
+    import base64
+
+    assert _png_width(base64.b64decode(unpriced)) < _png_width(priced) * 0.7
+
+
 def test_inspector_on_an_unknown_run(store):
     inspector = RunInspector(store, run_id="nope")
     assert inspector.rows == []

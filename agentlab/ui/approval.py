@@ -85,7 +85,8 @@ class ApprovalWidget(widgets.VBox):
             layout=widgets.Layout(width="560px", height="64px"),
         )
         self.answer_button = self._button("Answer", "reply", "primary", self._on_answer)
-        self.retry_button = self._button("Retry", "redo", "warning", self._on_retry)
+        # The default style follows the theme; the "warning" one is white on light orange.
+        self.retry_button = self._button("Retry", "redo", "", self._on_retry)
         self.fail_button = self._button("Let it fail", "ban", "danger", self._on_fail)
         self.approval_controls = widgets.HBox([self.approve_button, self.deny_button, self.note])
         self.escalation_controls = widgets.VBox(
@@ -295,7 +296,7 @@ class ApprovalWidget(widgets.VBox):
             self._label(str(kind))
             title = _TITLES.get(str(kind), "waits for approval")
             self.header.value = _box(f"<h4>Run {short} {title}</h4>")
-            self.request_view.value = _box(_html.pending_html(self.pending))
+            self.request_view.value = _box(_html.pending_html(_for_a_person(self.pending)))
             self.outcome.value = ""
         else:
             state = _html.status_html(status) if status else "unknown"
@@ -343,6 +344,21 @@ _ASKED = {
 _TITLES = {"escalation": "needs a person", "outcome_unknown": "needs a person: outcome unknown"}
 
 
+def _for_a_person(pending: Mapping[str, Any]) -> Mapping[str, Any]:
+    """`pending` with its question in the widget's words: the stored question names
+    the ``resume(...)`` arguments, which a person at the buttons does not need."""
+    if pending.get("kind") != "outcome_unknown":
+        return pending
+    question = (
+        f"The process making the call to {pending.get('tool')} stopped inside it (killed "
+        "or crashed), so whether the call happened is unknown, and the tool cannot tell a "
+        "repeat from a first call. Check the system behind it (its log, outbox or ledger), "
+        'then choose "It happened" (say what happened: the model is told), "Make it '
+        'again", or "Do not make it".'
+    )
+    return {**pending, "question": question}
+
+
 def _box(body: str) -> str:
     return f'{_html.STYLE}<div class="agentlab">{body}</div>'
 
@@ -356,7 +372,9 @@ def _decision_text(
         said = (
             f"reported what the call to <code>{tool}</code> did"
             if answer is not None
-            else f"{'made the call to' if approve else 'did not make'} <code>{tool}</code> again"
+            else f"made the call to <code>{tool}</code> again"
+            if approve
+            else f"chose not to make the call to <code>{tool}</code>"
         )
     elif pending.get("kind") == "escalation":
         said = (

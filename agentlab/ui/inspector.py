@@ -7,6 +7,7 @@ failure record, a paused one what it waits for."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -93,12 +94,13 @@ class RunInspector(widgets.VBox):
         )
         self.next_button.on_click(self._on_next)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
-        self.refresh_button.on_click(lambda _: self.refresh())
+        self.refresh_button.on_click(self._on_refresh)
         self.run_selector: widgets.Dropdown | None = None
         controls: list[widgets.Widget] = []
         if last is not None or (run_id is None and live_run is None):
             self.run_selector = widgets.Dropdown(description="Run", layout={"width": "640px"})
-            self._load_runs(last or 10)
+            self._listed = last or 10
+            self._load_runs(self._listed)
             self.run_selector.observe(self._on_select, names="value")
             controls.append(self.run_selector)
         controls += [self.next_button, self.refresh_button]
@@ -154,6 +156,11 @@ class RunInspector(widgets.VBox):
     def _on_next(self, _button: widgets.Button) -> None:
         self.next_step()
 
+    def _on_refresh(self, _button: widgets.Button) -> None:
+        if self.run_selector is not None:  # runs started since are listed too
+            self._load_runs(self._listed)
+        self.refresh()
+
     def _on_select(self, change: Mapping[str, Any]) -> None:
         self.run_id = change["new"]
         self.refresh()
@@ -168,8 +175,10 @@ class RunInspector(widgets.VBox):
         by_id = {r[0]: r[1:] for r in routing}
         for row in self.rows:
             if row["kind"] == "model_call" and row["id"] in by_id:
-                attempts, served_by, route = by_id[row["id"]]
+                attempts, served_by, route, sent, tools = by_id[row["id"]]
                 row.update(attempts=_html.json_value(attempts), served_by=served_by, route=route)
+                row.update(context_messages=sent, tools=list(tools or ()))
+        _add_contexts(self.rows)
 
     def _events_html(self) -> str:
         """The run's circuit-breaker transitions and loop alerts ('' when none)."""
@@ -195,11 +204,12 @@ class RunInspector(widgets.VBox):
             else (f"{r['run_id'][:8]}  {r['status']}", r["run_id"])
             for r in runs
         ]
+        shown = self.run_id  # new options select their first one: keep the shown run
         self.run_selector.options = options
         if options:
-            if self.run_id is None or self.run_id not in {v for _, v in options}:
-                self.run_id = options[0][1]
-            self.run_selector.value = self.run_id
+            if shown is None or shown not in {v for _, v in options}:
+                shown = options[0][1]
+            self.run_id = self.run_selector.value = shown
 
     def _summary_html(self) -> str:
         r = self.run_row
@@ -219,6 +229,9 @@ class RunInspector(widgets.VBox):
             ),
             "cost": _html.esc(_html.cost_text(cost) if r["status"] != "running" else "(running)"),
         }
+        failed = _failed_calls(self.rows)
+        if failed:
+            items["status"] += f' <span class="warn">with {_html.esc(failed)}</span>'
         if not _missing(r.get("output")):
             items["answer"] = _html.pre(r["output"])
         ending = ""
@@ -250,7 +263,8 @@ class RunInspector(widgets.VBox):
 
 
 _ROUTING = """
-SELECT id, CAST(attempts AS VARCHAR), served_by, route FROM model_calls WHERE run_id = ?
+SELECT id, CAST(attempts AS VARCHAR), served_by, route, context_messages, tools
+FROM model_calls WHERE run_id = ?
 """
 _BREAKERS = """
 SELECT step, breaker, from_state, to_state, failures, reason, started_at
@@ -268,6 +282,40 @@ def _rows(result: Any) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in result.fetchall()]
 
 
+def _add_contexts(rows: list[dict[str, Any]]) -> None:
+    """Give each model call's row the whole conversation it was sent (``context``,
+    JSON): the stored rows hold only what was new, so the conversation is rebuilt
+    from the earlier calls' new messages and replies, where they add up to the
+    number of messages the model saw."""
+    conversation: list[Any] = []
+    for row in rows:
+        if row["kind"] != "model_call":
+            continue
+        conversation += _json_list(row.get("input"))
+        if row.get("context_messages") == len(conversation):
+            row["context"] = json.dumps(conversation)
+        if not _missing(row.get("output")) and row.get("output"):
+            conversation += _json_list(row["output"])
+
+
+def _json_list(text: Any) -> list[Any]:
+    if _missing(text) or not text:
+        return []
+    value = json.loads(text)
+    return value if isinstance(value, list) else [value]
+
+
+def _failed_calls(rows: list[dict[str, Any]]) -> str:
+    """'2 failed tool calls, 1 failed model call' ('' when none failed)."""
+    counts = {"tool": 0, "model": 0}
+    for row in rows:
+        if row["status"] != "ok":
+            counts["tool" if row["kind"] == "tool_call" else "model"] += 1
+    return ", ".join(
+        f"{n} failed {kind} call{'s' if n > 1 else ''}" for kind, n in counts.items() if n
+    )
+
+
 def _num(value: Any) -> float:
     return 0.0 if _missing(value) else float(value)
 
@@ -280,14 +328,16 @@ def _chart_png(steps: list[int], cost: dict[int, float], latency: dict[int, floa
     the light and the dark theme both read)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state
 
-    fig = Figure(figsize=(7, 2.2), dpi=80, layout="constrained")
+    priced = any(cost.values())  # a run that cost nothing gets no empty cost axes
+    fig = Figure(figsize=(7 if priced else 3.8, 2.2), dpi=80, layout="constrained")
     fig.patch.set_alpha(0)
-    ax_latency, ax_cost = fig.subplots(1, 2)
-    ax_latency.bar(steps, [latency[s] for s in steps], color="#4c72b0")
-    ax_latency.set_title("latency per step (ms)", fontsize=10, color=_INK)
-    ax_cost.bar(steps, [cost[s] for s in steps], color="#dd8452")
-    ax_cost.set_title("cost per step (USD)", fontsize=10, color=_INK)
-    for ax in (ax_latency, ax_cost):
+    axes = list(fig.subplots(1, 2)) if priced else [fig.subplots(1, 1)]
+    axes[0].bar(steps, [latency[s] for s in steps], color="#4c72b0")
+    axes[0].set_title("latency per step (ms)", fontsize=10, color=_INK)
+    if priced:
+        axes[1].bar(steps, [cost[s] for s in steps], color="#dd8452")
+        axes[1].set_title("cost per step (USD)", fontsize=10, color=_INK)
+    for ax in axes:
         ax.set_facecolor("none")
         ax.set_xlabel("step", fontsize=9, color=_INK)
         ax.set_xticks(steps)
