@@ -249,15 +249,17 @@ def test_inspector_renders_and_next_step_advances_the_run(lab, page, tmp_path):
         expect(rows).to_have_count(4)  # step 2: another model call and tool call
         after = inspector.locator("table.agentlab-steps").inner_text()
         assert after != before
-        assert "list_orders" not in before and "get_order" in after
+        assert "→ get_order" not in before and "→ get_order" in after  # the step's call
 
         for rows_after in (6, 7):  # step 3: the last tool; step 4: the answer
             expect(button).to_be_enabled()
             button.click()
             expect(rows).to_have_count(rows_after)
         expect(button).to_be_disabled()
+        expect(inspector.get_by_role("button", name="Run to end")).to_be_disabled()
         expect(inspector).to_contain_text("completed")
         inspector.screenshot(path=str(shot))
+        _keep(shot)
         print(f"screenshot (success): {shot}")
     except BaseException:
         try:

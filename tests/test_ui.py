@@ -144,6 +144,20 @@ def test_inspector_follows_a_live_run_through_the_store(agent, store):
     assert len(run.steps) == 2
 
 
+def test_run_to_end_steps_the_live_run_and_shows_each_step_while_it_runs(agent, store):
+    run = agent.start("What is the status of order O-1003?")
+    inspector = RunInspector(live_run=run)
+    shown: list[str] = []
+    inspector.message.observe(lambda change: shown.append(change["new"]), names="value")
+    inspector.finish_button.click()
+    assert run.done and run.status == "completed"
+    assert [r["step"] for r in inspector.rows] == [1, 1, 2]
+    running = [m for m in shown if "Running step" in m]
+    assert ["step 1 of at most" in running[0], "step 2 of at most" in running[1]] == [True, True]
+    assert inspector.message.value == ""
+    assert inspector.finish_button.disabled and inspector.next_button.disabled
+
+
 def test_inspector_lists_the_last_runs(agent, store):
     ids = [agent.run_sync(f"order O-1003, try {i}").run_id for i in range(3)]
     inspector = RunInspector(store, last=2)

@@ -1,5 +1,5 @@
 """`RunInspector`: the steps of a run, read from the trace store, with a chart and
-a "Next step" button that advances a live run. Model calls show their requests
+"Next step" and "Run to end" buttons that advance a live run. Model calls show their requests
 (retries, failures, the model that served them and why); the run's circuit-breaker
 transitions and loop alerts follow the steps; a run that ended badly shows its
 failure record, a paused one what it waits for."""
@@ -50,12 +50,14 @@ class RunInspector(widgets.VBox):
 
     Everything shown is read from `store` (default: the store of `live_run`, else
     the default workspace's). With `live_run`, "Next step" runs
-    ``live_run.step_sync()`` and refreshes; it is disabled once the run is done.
+    ``live_run.step_sync()`` and refreshes, and "Run to end" steps until the run is
+    done, redrawing after each step; both say which step is running while it runs
+    and are disabled once the run is done.
 
     Attributes: ``rows`` (the store's step rows of the shown run; a model call's
     row also holds its ``attempts``, ``served_by`` and ``route``), ``breakers`` and
     ``alerts`` (the run's rows of ``breaker_transitions`` and ``alerts``), ``run_id``,
-    ``run_selector`` (``None`` unless `last` is given), ``next_button``,
+    ``run_selector`` (``None`` unless `last` is given), ``next_button``, ``finish_button``,
     ``summary``, ``steps_view``, ``events_view`` (breakers and alerts), ``chart``
     (matplotlib figure in an Output), ``message``.
     """
@@ -93,6 +95,13 @@ class RunInspector(widgets.VBox):
             layout=widgets.Layout(display="" if live_run is not None else "none"),
         )
         self.next_button.on_click(self._on_next)
+        self.finish_button = widgets.Button(
+            description="Run to end",
+            icon="fast-forward",
+            tooltip="Run the live run's steps until it is done",
+            layout=widgets.Layout(display="" if live_run is not None else "none"),
+        )
+        self.finish_button.on_click(self._on_finish)
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.refresh_button.on_click(self._on_refresh)
         self.run_selector: widgets.Dropdown | None = None
@@ -103,7 +112,7 @@ class RunInspector(widgets.VBox):
             self._load_runs(self._listed)
             self.run_selector.observe(self._on_select, names="value")
             controls.append(self.run_selector)
-        controls += [self.next_button, self.refresh_button]
+        controls += [self.next_button, self.finish_button, self.refresh_button]
         super().__init__(
             [
                 widgets.HBox(controls),
@@ -132,17 +141,36 @@ class RunInspector(widgets.VBox):
         self.events_view.value = self._events_html()
         self._draw_chart()
         live = self.live_run
-        self.next_button.disabled = live is None or live.done or live.id != self.run_id
+        idle = live is None or live.done or live.id != self.run_id
+        self.next_button.disabled = self.finish_button.disabled = idle
 
     def next_step(self) -> None:
         """Advance the live run by one step, then refresh from the store."""
+        self._advance(until_done=False)
+
+    def run_to_end(self) -> None:
+        """Run the live run's steps until it is done, redrawing after each one."""
+        self._advance(until_done=True)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _advance(self, *, until_done: bool) -> None:
         run = self.live_run
         if run is None or run.done:
             return
-        self.next_button.disabled = True
-        self.message.value = ""
+        self.next_button.disabled = self.finish_button.disabled = True
         try:
-            run.step_sync()
+            while not run.done:
+                # Shown while the step runs: the kernel sends widget updates at once.
+                self.message.value = _html.STYLE + (
+                    '<div class="agentlab muted">Running step '
+                    f"{len(run.steps) + 1} of at most {run.step_limit}…</div>"
+                )
+                run.step_sync()
+                if not until_done:
+                    break
+                self.refresh()
+            self.message.value = ""
         except Exception as exc:  # show it in the widget; a click has no caller
             self.message.value = (
                 f'{_html.STYLE}<div class="agentlab"><div class="callout bad"><span class="bad">'
@@ -151,10 +179,11 @@ class RunInspector(widgets.VBox):
         finally:
             self.refresh()
 
-    # -- internals ----------------------------------------------------------------------
-
     def _on_next(self, _button: widgets.Button) -> None:
         self.next_step()
+
+    def _on_finish(self, _button: widgets.Button) -> None:
+        self.run_to_end()
 
     def _on_refresh(self, _button: widgets.Button) -> None:
         if self.run_selector is not None:  # runs started since are listed too
