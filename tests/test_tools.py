@@ -1,5 +1,7 @@
 import asyncio
 import json
+import traceback
+from pathlib import Path
 from typing import Annotated, Literal
 
 import pytest
@@ -7,6 +9,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agentlab.errors import UserError
 from agentlab.tools import Tool, format_validation_error, serialize_result, tool
+from agentlab.tools.tool import ToolDefinitionError
 
 
 @tool
@@ -140,3 +143,49 @@ def test_async_tool_and_result_serialization():
     assert serialize_result(result) == '{"total":12.5}'
     assert json.loads(serialize_result({"a": [1, 2]})) == {"a": [1, 2]}
     assert serialize_result("plain") == "plain"
+
+
+def test_every_problem_of_a_definition_is_reported_at_once_with_a_short_traceback():
+    with pytest.raises(ToolDefinitionError) as error:
+
+        @tool(timeout=0, cost=-1)
+        def lookup(x, *rest, y: int) -> str:  # type: ignore[no-untyped-def]
+            """Look something up.
+
+            Args:
+                x: What to look for.
+            """
+            return ""
+
+    problems = error.value.problems
+    assert len(problems) == 5, problems
+    message = str(error.value)
+    assert message.startswith("Tool 'lookup' (") and "has 5 problems:" in message
+    for expected in (
+        "1. timeout must be a positive number",
+        "2. cost must be 0 or more",
+        "3. parameter 'x' has no type annotation",
+        "4. *rest cannot be described",
+        "5. parameter 'y' has no description",
+    ):
+        assert expected in message
+    frames = traceback.extract_tb(error.value.__traceback__)
+    assert frames[0].filename == __file__, "the user's line comes first"
+    assert [Path(f.filename).name for f in frames[1:]] == ["tool.py"], "then one of ours"
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+
+
+def test_a_type_no_schema_can_describe_is_a_definition_error():
+    class Basket:
+        pass
+
+    with pytest.raises(ToolDefinitionError, match=r"cannot be described to a model: .*Basket"):
+
+        @tool
+        def weigh(basket: Basket) -> float:
+            """Weigh a basket.
+
+            Args:
+                basket: The basket.
+            """
+            return 0.0

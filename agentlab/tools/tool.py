@@ -25,7 +25,14 @@ from typing import (
 
 import docstring_parser
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    ValidationError,
+    create_model,
+)
 from pydantic.fields import FieldInfo
 
 from agentlab.errors import UserError
@@ -37,6 +44,7 @@ __all__ = [
     "FallbackSpec",
     "IdempotencyKey",
     "Tool",
+    "ToolDefinitionError",
     "format_validation_error",
     "simpler",
     "tool",
@@ -52,6 +60,21 @@ The parameter is hidden from the model. A tool with one is taken to have side
 effects and to deduplicate them: recovering a run whose process died inside such
 a call makes the call again with the same key.
 """
+
+
+class ToolDefinitionError(UserError):
+    """A ``@tool`` definition is wrong; the message lists every problem and its fix."""
+
+    def __init__(self, where: str, problems: Sequence[str]) -> None:
+        self.where = where
+        self.problems = list(problems)
+        if len(problems) == 1:
+            text = f"{where}: {problems[0]}"
+        else:
+            listed = "\n".join(f"  {i}. {p}" for i, p in enumerate(problems, 1))
+            text = f"{where} has {len(problems)} problems:\n{listed}"
+        super().__init__(text)
+
 
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 
@@ -109,76 +132,91 @@ class Tool:
         self.cache_ttl = cache_ttl
         self.cost = cost
         where = f"Tool {self.name!r} ({_where(function)})"
+        problems: list[str] = []  # every mistake of the definition, reported at once
         if not _NAME.match(self.name):
-            raise UserError(
-                f"{where}: the name must match {_NAME.pattern} (letters, digits, "
+            problems.append(
+                f"the name must match {_NAME.pattern} (letters, digits, "
                 "'_' or '-', at most 64 characters)."
             )
         if timeout is not None and timeout <= 0:
-            raise UserError(f"{where}: timeout must be a positive number of seconds.")
+            problems.append("timeout must be a positive number of seconds.")
         if cache_ttl is not None and cache_ttl <= 0:
-            raise UserError(f"{where}: cache_ttl must be a positive number of seconds.")
+            problems.append("cache_ttl must be a positive number of seconds.")
         if cost is not None and cost < 0:
-            raise UserError(f"{where}: cost must be 0 or more US dollars per call.")
+            problems.append("cost must be 0 or more US dollars per call.")
         doc = docstring_parser.parse(inspect.getdoc(function) or "")
         summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
         self.description = (description or summary).strip()
         if not self.description:
-            raise UserError(
-                f"{where} has no description. Add a docstring that says what the tool does "
+            problems.append(
+                "it has no description. Add a docstring that says what the tool does "
                 "and when to use it, or pass @tool(description=...)."
             )
-        self.key_parameter: str | None = _key_parameter(function, where)
+        hints = _type_hints(function, problems)
+        self.key_parameter: str | None = _key_parameter(hints, problems)
         """The parameter that receives the call's :data:`IdempotencyKey`, if any."""
         self.side_effects = side_effects or requires_approval or self.key_parameter is not None
-        self.args_model = _arguments_model(
+        args_model = _arguments_model(
             function,
-            where,
+            hints,
             {p.arg_name: p.description for p in doc.params if p.description},
+            problems,
             skip=self.key_parameter,
         )
+        if args_model is None:
+            raise ToolDefinitionError(where, problems)
+        self.args_model = args_model
         self.definition = ToolDefinition(
             name=self.name,
             description=self.description,
             parameters=_clean_schema(self.args_model.model_json_schema()),
         )
         self.fallback: tuple[Fallback, ...] = tuple(
-            self._alternative(spec, where) for spec in fallback
+            alternative
+            for spec in fallback
+            if (alternative := self._alternative(spec, problems)) is not None
         )
         """The alternatives, in order, each with its tool resolved (:class:`Fallback`)."""
+        if problems:
+            raise ToolDefinitionError(where, problems)
 
-    def _alternative(self, spec: FallbackSpec, where: str) -> Fallback:
-        """`spec` as a :class:`Fallback` whose tool is set, checked against this tool."""
+    def _alternative(self, spec: FallbackSpec, problems: list[str]) -> Fallback | None:
+        """`spec` as a :class:`Fallback` whose tool is set, checked against this tool
+        (None, with the reason added to `problems`, when it cannot serve)."""
         if isinstance(spec, Tool):
             spec = Fallback(spec)
         elif isinstance(spec, tuple) and len(spec) == 2:
             spec = Fallback(spec[0], adapt=spec[1])
         if not isinstance(spec, Fallback) or not isinstance(spec.tool, Tool | None):
-            raise UserError(
-                f"{where}: fallback entry {spec!r} is not understood. Pass a tool "
+            problems.append(
+                f"fallback entry {spec!r} is not understood. Pass a tool "
                 "(another @tool), simpler(adapt) for this tool with a simpler request, "
                 "or Fallback(other_tool, adapt=...)."
             )
+            return None
         if spec.adapt is not None and not callable(spec.adapt):
-            raise UserError(
-                f"{where}: the adapt of fallback {spec.label(self)!r} must be a function "
+            problems.append(
+                f"the adapt of fallback {spec.label(self)!r} must be a function "
                 f"taking the arguments dict and returning the simpler one (got {spec.adapt!r})."
             )
+            return None
         alternative = spec.tool or self
         if spec.adapt is None:
             if alternative is self:
-                raise UserError(
-                    f"{where}: a tool cannot be its own fallback with the same arguments "
+                problems.append(
+                    "a tool cannot be its own fallback with the same arguments "
                     "(that is the same failing call). Use simpler(adapt) to ask for less."
                 )
-            problems = _mismatches(self.args_model, alternative.args_model)
-            if problems:
-                raise UserError(
-                    f"{where}: fallback {alternative.name!r} cannot take its arguments: "
-                    + "; ".join(problems)
+                return None
+            mismatches = _mismatches(self.args_model, alternative.args_model)
+            if mismatches:
+                problems.append(
+                    f"fallback {alternative.name!r} cannot take its arguments: "
+                    + "; ".join(mismatches)
                     + f". Make the parameters match, or convert them with "
                     f"Fallback({alternative.name}, adapt=lambda args: {{...}})."
                 )
+                return None
         return Fallback(alternative, adapt=spec.adapt)
 
     def validate(self, arguments: str) -> BaseModel:
@@ -311,20 +349,20 @@ def _has_description(annotation: Any) -> bool:
     return False
 
 
-def _type_hints(function: Callable[..., Any], where: str) -> dict[str, Any]:
+def _type_hints(function: Callable[..., Any], problems: list[str]) -> dict[str, Any]:
     try:
         return get_type_hints(function, include_extras=True)
     except Exception as exc:  # an annotation that cannot be resolved
-        raise UserError(f"{where}: cannot resolve its type annotations ({exc}).") from exc
+        problems.append(f"cannot resolve its type annotations ({exc}).")
+        return {}
 
 
-def _key_parameter(function: Callable[..., Any], where: str) -> str | None:
+def _key_parameter(hints: dict[str, Any], problems: list[str]) -> str | None:
     """The one parameter annotated :data:`IdempotencyKey` (None when there is none)."""
-    hints = _type_hints(function, where)
     names = [name for name, hint in hints.items() if hint is IdempotencyKey]
     if len(names) > 1:
-        raise UserError(
-            f"{where}: parameters {names} are all IdempotencyKey; a call has one key, "
+        problems.append(
+            f"parameters {names} are all IdempotencyKey; a call has one key, "
             "so annotate one parameter with it."
         )
     return names[0] if names else None
@@ -332,31 +370,34 @@ def _key_parameter(function: Callable[..., Any], where: str) -> str | None:
 
 def _arguments_model(
     function: Callable[..., Any],
-    where: str,
+    hints: dict[str, Any],
     descriptions: dict[str, str],
+    problems: list[str],
     skip: str | None = None,
-) -> type[BaseModel]:
-    signature = inspect.signature(function)
-    hints = _type_hints(function, where)
+) -> type[BaseModel] | None:
+    """The pydantic model of the arguments the model sends (None, with the reason
+    added to `problems`, when the parameters cannot make one)."""
     fields: dict[str, Any] = {}
-    for param in signature.parameters.values():
+    for param in inspect.signature(function).parameters.values():
         if param.name == skip:  # filled in by agentlab, not by the model
             continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise UserError(
-                f"{where}: *{param.name} / **{param.name} cannot be described "
-                "to a model. Use named, typed parameters."
+            stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            problems.append(
+                f"{stars}{param.name} cannot be described to a model. "
+                "Use named, typed parameters."
             )
+            continue
+        annotation = hints.get(param.name, Any)
         if param.name not in hints:
-            raise UserError(
-                f"{where}: parameter {param.name!r} has no type annotation. "
+            problems.append(
+                f"parameter {param.name!r} has no type annotation. "
                 f"Add one, e.g. `{param.name}: str`."
             )
-        annotation = hints[param.name]
         description = descriptions.get(param.name)
         if not description and not _has_description(annotation):
-            raise UserError(
-                f"{where}: parameter {param.name!r} has no description. Document it in the "
+            problems.append(
+                f"parameter {param.name!r} has no description. Document it in the "
                 f"docstring's Args section (`{param.name}: what it is`), or use "
                 f"Annotated[..., Field(description=...)]."
             )
@@ -364,7 +405,19 @@ def _arguments_model(
         field = Field(default, description=description) if description else Field(default)
         fields[param.name] = (annotation, field)
     model_name = "".join(part.title() for part in re.split(r"[_-]", function.__name__))
-    return create_model(f"{model_name}Arguments", __config__=ConfigDict(extra="forbid"), **fields)
+    try:
+        model = create_model(
+            f"{model_name}Arguments", __config__=ConfigDict(extra="forbid"), **fields
+        )
+        model.model_json_schema()
+    except PydanticUserError as exc:  # a type no JSON schema can describe
+        problems.append(
+            "its parameters cannot be described to a model: "
+            f"{exc.message.splitlines()[0]} "
+            "Use JSON types (str, int, float, bool, lists, dicts, enums, pydantic models)."
+        )
+        return None
+    return model
 
 
 def _clean_schema(schema: Any) -> Any:
@@ -446,6 +499,14 @@ def tool(
         "side_effects": side_effects,
         "fallback": fallback,
     }
-    if function is not None:
-        return Tool(function, **options)
-    return lambda f: Tool(f, **options)
+
+    def declare(f: Callable[..., Any]) -> Tool:
+        try:
+            return Tool(f, **options)
+        except ToolDefinitionError as exc:
+            error = exc
+        # Raised again from here: the traceback shows the user's line, not the
+        # checks inside Tool that found the problems.
+        raise error.with_traceback(None) from None
+
+    return declare(function) if function is not None else declare
