@@ -56,7 +56,10 @@ _RULES = {
     "th": "background:var(--jp-layout-color2,#eee);font-weight:600;white-space:nowrap",
     "tbody tr, tbody tr:hover": "background:transparent",
     "pre": "margin:2px 0;padding:0;border:none;background:transparent;color:inherit;"
-    "white-space:pre-wrap;word-break:break-word;max-height:16em;overflow:auto;"
+    # Lines wrap at spaces; a word longer than its cell breaks only as a last resort
+    # (word-break:break-word would size columns to one character and wrap JSON mid-word).
+    "white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;max-height:16em;"
+    "overflow:auto;"
     "font-family:var(--jp-code-font-family,monospace);font-size:12px;"
     "line-height:1.35",
     "code": "font-family:var(--jp-code-font-family,monospace);font-size:12px;"
