@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -84,6 +85,16 @@ def test_a_second_call_with_the_same_arguments_is_served_from_the_cache(store):
     )
     calls = recorder.of(ToolCallEvent)
     assert [c.cache for c in calls] == ["miss", "hit", "miss"]
+    cache_ops = [
+        (o.step, o.op, o.hit) for o in recorder.of(MemoryOpEvent) if o.key.startswith("tool-cache/")
+    ]  # the cache is short-term memory: its reads and writes are traced like any key's
+    assert cache_ops == [
+        (1, "get", False),
+        (1, "set", None),
+        (2, "get", True),
+        (3, "get", False),
+        (3, "set", None),
+    ]
     hit = calls[1]
     assert hit.saved_cost == 0.002 and hit.saved_latency_ms is not None
     assert [c.saved_cost for c in calls if c.cache == "miss"] == [None, None]
@@ -373,6 +384,9 @@ def test_the_memory_inspector_shows_window_retrievals_and_keys(workspace, long_t
 
     inspector = MemoryInspector(result.run_id, traces)
     assert inspector.step_selector.options == tuple(range(1, result.steps + 1))
+    assert inspector.memory.step == 1, "it opens at the step that searched memory"
+    assert "Retrieved (auto, fulltext" in inspector.retrievals_view.value
+    inspector.step_selector.value = result.steps
     html = inspector.window_view.value
     assert f"Working memory at step {result.steps}" in html and "Be brief." in html
     assert "Ann prefers DHL" in html  # the recalled memory, entered every step
@@ -380,7 +394,6 @@ def test_the_memory_inspector_shows_window_retrievals_and_keys(workspace, long_t
     assert inspector.retrievals_view.value == ""  # retrieval happened at step 1
     inspector.step_selector.value = 1
     assert inspector.memory.step == 1
-    assert "Retrieved (auto, fulltext" in inspector.retrievals_view.value
     assert "entered" in inspector.retrievals_view.value
     assert inspector.left_out_view.value == ""
     inspector.step_selector.value = 2
@@ -430,3 +443,19 @@ def test_a_failing_long_term_store_ends_the_run_with_an_explanation(tmp_path):
     assert "Memory(recall='tool')" in result.explanation
     [call] = recorder.of(ModelCallEvent)
     assert call.status == "error" and call.error.startswith("not sent:")
+
+
+def test_the_memory_inspector_shows_what_each_mode_scored_a_hybrid_hit(workspace, long_term):
+    pytest.importorskip("ipywidgets")
+    from agentlab.ui import MemoryInspector
+
+    traces = TraceStore(workspace)
+    agent = ReActAgent(
+        FunctionModel(lambda messages, tools: "DHL"),
+        trace=traces,
+        memory=Memory(long_term=long_term, recall_k=2, recall_mode="hybrid"),
+    )
+    result = agent.run_sync("Which delivery company does Ann prefer?", user="ann")
+    retrievals = MemoryInspector(result.run_id, traces).retrievals_view.value
+    assert "Retrieved (auto, hybrid" in retrievals
+    assert re.search(r"semantic -?\d\.\d{3} · fulltext (\d\.\d{3}|—)", retrievals), retrievals

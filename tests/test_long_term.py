@@ -101,6 +101,16 @@ def test_scores_per_mode(shared: LongTermMemory) -> None:
     hybrid = shared.search("manufacturer warranty", mode="hybrid", k=7)
     assert hybrid[0].id == "o3"
     assert 0 < hybrid[0].score <= 2 / 61  # RRF: at most 1/(60+1) per list
+    # A hybrid hit says what each mode made of it: the same figures as each mode alone.
+    semantic_o3 = shared.search("manufacturer warranty", mode="semantic", k=7)
+    cosine = {h.id: h.score for h in semantic_o3}
+    for hit in hybrid:
+        assert hit.parts["semantic"] == pytest.approx(cosine[hit.id], abs=1e-6)
+        assert hit.parts["fulltext"] == (
+            pytest.approx(fulltext[0].score, rel=1e-6) if hit.id == "o3" else None
+        )
+    assert hybrid[0].to_dict()["parts"] == hybrid[0].parts
+    assert "parts" not in fulltext[0].to_dict() and not fulltext[0].parts
 
 
 FILTERS: list[tuple[dict[str, Any], set[str]]] = [

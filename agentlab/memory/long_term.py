@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -111,9 +111,13 @@ class MemoryHit:
     source: str | None
     created_at: datetime
     metadata: dict[str, Any]
+    parts: dict[str, float | None] = field(default_factory=dict)
+    """A hybrid hit's score in each mode: ``semantic`` (1 - cosine distance) and
+    ``fulltext`` (BM25; None when the text matched no query term). Empty otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (``created_at`` as ISO 8601)."""
+        """A JSON-able dict (``created_at`` as ISO 8601; ``parts`` only for hybrid hits)."""
+        extra = {"parts": self.parts} if self.parts else {}
         return {
             "id": self.id,
             "text": self.text,
@@ -124,6 +128,7 @@ class MemoryHit:
             "source": self.source,
             "created_at": self.created_at.isoformat(),
             "metadata": self.metadata,
+            **extra,
         }
 
 
@@ -297,7 +302,7 @@ class LongTermMemory:
                 # Fuse deeper candidate lists than the k results asked for.
                 limit, score_column, columns = max(2 * k, 10), "_relevance_score", _COLUMNS
                 builder = builder.distance_type("cosine").ef(max(_HNSW_EF, 2 * limit))
-                builder = builder.rerank(RRFReranker())
+                builder = builder.rerank(RRFReranker(return_score="all"))  # keeps the parts
             if where:
                 builder = builder.where(where, prefilter=True)
             rows = builder.select(columns).limit(limit).to_arrow().to_pylist()
@@ -541,6 +546,13 @@ def _where(
 
 def _hit(row: dict[str, Any], score_column: str) -> MemoryHit:
     raw = float(row[score_column])
+    parts: dict[str, float | None] = {}
+    if score_column == "_relevance_score":  # hybrid: what each mode thought of it
+        distance, bm25 = row.get("_distance"), row.get("_score")
+        parts = {
+            "semantic": None if distance is None else 1.0 - float(distance),
+            "fulltext": None if bm25 is None else float(bm25),
+        }
     return MemoryHit(
         id=row["id"],
         text=row["text"],
@@ -551,6 +563,7 @@ def _hit(row: dict[str, Any], score_column: str) -> MemoryHit:
         source=row["source"],
         created_at=row["created_at"].astimezone(UTC),
         metadata=json.loads(row["metadata"]),
+        parts=parts,
     )
 
 

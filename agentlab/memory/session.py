@@ -63,7 +63,12 @@ class RunMemory:
             else None
         )
         cache_backend = store or cache_store
-        self._cache = cache_backend.session(agent, run.session) if cache_backend else None
+        # Cache reads and writes are short-term operations like any other: traced.
+        self._cache = (
+            cache_backend.session(agent, run.session, observer=self._key_accessed)
+            if cache_backend
+            else None
+        )
         self._counts: list[int] = []
         self._summary: str | None = None
         self._covered: frozenset[int] = frozenset()

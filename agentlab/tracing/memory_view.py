@@ -19,7 +19,7 @@ from agentlab.tracing.store import TraceStore
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["StepMemory", "memory_steps", "step_memory"]
+__all__ = ["StepMemory", "memory_steps", "retrieval_steps", "step_memory"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,17 @@ class StepMemory:
 
 def memory_steps(store: TraceStore, run_id: str) -> list[int]:
     """The steps of a run (from its model calls)."""
+    return _steps(store, "model_calls", run_id)
+
+
+def retrieval_steps(store: TraceStore, run_id: str) -> list[int]:
+    """The steps of run `run_id` at which long-term memory was searched, in order."""
+    return _steps(store, "memory_retrievals", run_id)
+
+
+def _steps(store: TraceStore, table: str, run_id: str) -> list[int]:
     rows = store.sql(
-        "SELECT DISTINCT step FROM model_calls WHERE run_id = $run ORDER BY step", {"run": run_id}
+        f"SELECT DISTINCT step FROM {table} WHERE run_id = $run ORDER BY step", {"run": run_id}
     )
     return [int(r[0]) for r in rows]
 

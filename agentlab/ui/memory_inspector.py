@@ -15,7 +15,7 @@ from agentlab import _html
 from agentlab.messages import Message
 from agentlab.tokens import message_text
 from agentlab.tracing import TraceStore
-from agentlab.tracing.memory_view import StepMemory, memory_steps, step_memory
+from agentlab.tracing.memory_view import StepMemory, memory_steps, retrieval_steps, step_memory
 
 __all__ = ["MemoryInspector"]
 
@@ -33,10 +33,10 @@ class MemoryInspector(widgets.VBox):
         self.store = store or TraceStore()
         self.run_id = run_id
         steps = memory_steps(self.store, run_id)
+        if step is None and steps:  # open where long-term memory was searched, if anywhere
+            step = next(iter(retrieval_steps(self.store, run_id)), steps[-1])
         self.step_selector = (
-            widgets.Dropdown(
-                description="Step", options=steps, value=step if step is not None else steps[-1]
-            )
+            widgets.Dropdown(description="Step", options=steps, value=step)
             if steps
             else widgets.Dropdown(description="Step", options=[])
         )
@@ -162,7 +162,7 @@ def _retrievals_html(memory: StepMemory) -> str:
             [
                 str(rank),
                 _html.esc(h["id"]),
-                f"{h['score']:.3f}",
+                _score_html(h),
                 _html.esc(h.get("kind")),
                 _html.esc(_clip(h.get("text", ""))),
                 '<span class="ok">entered</span>'
@@ -180,6 +180,18 @@ def _retrievals_html(memory: StepMemory) -> str:
         parts.append("<h4>Written to long-term memory</h4>")
         parts.append(_html.table(["id", "kind", "text"], rows))
     return "".join(parts)
+
+
+def _score_html(hit: Mapping[str, Any]) -> str:
+    """A hit's score; a hybrid hit's also says what each mode scored it."""
+    score = f"{hit['score']:.3f}"
+    parts = hit.get("parts")
+    if not parts:
+        return score
+    shown = " · ".join(
+        f"{mode} {'—' if value is None else f'{value:.3f}'}" for mode, value in parts.items()
+    )
+    return f'{score}<div class="muted nowrap">{_html.esc(shown)}</div>'
 
 
 def _keys_html(memory: StepMemory) -> str:
