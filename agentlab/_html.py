@@ -62,6 +62,7 @@ _RULES = {
     "overflow:auto;"
     "font-family:var(--jp-code-font-family,monospace);font-size:12px;"
     "line-height:1.35",
+    "pre.whole": "max-height:none",
     "code": "font-family:var(--jp-code-font-family,monospace);font-size:12px;"
     "background:var(--jp-layout-color2,#eee);color:inherit;padding:0 4px;border-radius:3px",
     ".ok": "color:var(--jp-success-color1,#388e3c)",
@@ -105,9 +106,9 @@ def esc(value: Any) -> str:
     return "" if value is None else escape(str(value))
 
 
-def pre(text: Any) -> str:
-    """Preformatted, escaped text."""
-    return f"<pre>{esc(text)}</pre>"
+def pre(text: Any, *, whole: bool = False) -> str:
+    """Preformatted, escaped text; long text scrolls inside its box unless `whole`."""
+    return f'<pre class="whole">{esc(text)}</pre>' if whole else f"<pre>{esc(text)}</pre>"
 
 
 def pretty_json(text: str | None) -> str:

@@ -71,7 +71,7 @@ def test_tool_html_shows_the_schema_and_escapes():
     assert "<script>alert" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     schema = json.dumps(lookup.definition.parameters, indent=2)
-    assert escape(schema) in html
+    assert f'<pre class="whole">{escape(schema)}</pre>' in html, "shown whole, never cut"
     assert "a &amp; b" in html
 
 

@@ -20,7 +20,7 @@ def tool_html(tool: Tool) -> str:
     body = fields(
         {
             "description": pre(d.description),
-            "parameters (JSON schema sent to the model)": pre(schema),
+            "parameters (JSON schema sent to the model)": pre(schema, whole=True),
             "timeout": esc(f"{tool.timeout:g} s" if tool.timeout else "none"),
         }
     )
