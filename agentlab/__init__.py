@@ -19,6 +19,10 @@ _EXPORTS: dict[str, str] = {
     "RunResult": "agentlab.agents",
     "Step": "agentlab.agents",
     "current_run": "agentlab._context",
+    # replaying a stored run with a change
+    "replay": "agentlab.agents",
+    "replay_sync": "agentlab.agents",
+    "RunDiff": "agentlab.agents",
     # tools
     "Tool": "agentlab.tools",
     "tool": "agentlab.tools",
@@ -80,7 +84,16 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from agentlab._context import current_run
-    from agentlab.agents import Agent, ReActAgent, Run, RunResult, Step
+    from agentlab.agents import (
+        Agent,
+        ReActAgent,
+        Run,
+        RunDiff,
+        RunResult,
+        Step,
+        replay,
+        replay_sync,
+    )
     from agentlab.budgets import Budget
     from agentlab.errors import (
         AgentlabError,

@@ -3,10 +3,24 @@
 from agentlab.agents.agent import Agent, Tracer
 from agentlab.agents.react import ReActAgent
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
+from agentlab.agents.replay import replay, replay_sync
+from agentlab.agents.replay_diff import RunDiff, StepDiff
 from agentlab.agents.run import Run
 from agentlab.redact import install_log_redaction
 
 # Secrets never reach agentlab's log lines either (its loggers only; idempotent).
 install_log_redaction()
 
-__all__ = ["Agent", "ReActAgent", "Run", "RunResult", "Step", "ToolCallRecord", "Tracer"]
+__all__ = [
+    "Agent",
+    "ReActAgent",
+    "Run",
+    "RunDiff",
+    "RunResult",
+    "Step",
+    "StepDiff",
+    "ToolCallRecord",
+    "Tracer",
+    "replay",
+    "replay_sync",
+]

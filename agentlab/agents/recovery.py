@@ -82,9 +82,11 @@ class RunRecord:
         return last.response.content or None
 
 
-def read_run(agent: Agent, run_id: str, store: TraceStore) -> RunRecord:
+def read_run(
+    agent: Agent, run_id: str, store: TraceStore, *, same_agent: bool = True
+) -> RunRecord:
     """Read run `run_id` of `agent` back from `store` (raises :class:`UserError` when
-    it is unknown or belongs to another agent)."""
+    it is unknown, or, with `same_agent`, when another agent made it)."""
     with store.connect() as con:
         result = con.execute("SELECT * EXCLUDE (segment) FROM runs WHERE run_id = ?", [run_id])
         rows = result.fetchall()
@@ -92,7 +94,7 @@ def read_run(agent: Agent, run_id: str, store: TraceStore) -> RunRecord:
             raise UserError(f"No run {run_id!r} in {store.workspace}; check the id and workspace.")
         columns = [d[0] for d in result.description or ()]
         row = dict(zip(columns, rows[0], strict=True))
-        if row.get("agent") != agent.name:
+        if same_agent and row.get("agent") != agent.name:
             raise UserError(
                 f"Run {run_id} belongs to agent {row.get('agent')!r}, not {agent.name!r}: "
                 "resume it with the agent that started it."
