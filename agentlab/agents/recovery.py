@@ -82,9 +82,7 @@ class RunRecord:
         return last.response.content or None
 
 
-def read_run(
-    agent: Agent, run_id: str, store: TraceStore, *, same_agent: bool = True
-) -> RunRecord:
+def read_run(agent: Agent, run_id: str, store: TraceStore, *, same_agent: bool = True) -> RunRecord:
     """Read run `run_id` of `agent` back from `store` (raises :class:`UserError` when
     it is unknown, or, with `same_agent`, when another agent made it)."""
     with store.connect() as con:
