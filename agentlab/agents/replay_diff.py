@@ -1,4 +1,4 @@
-"""A replayed run against its original, step by step (what :func:`~agentlab.agents.replay.replay`
+"""A replayed run against its original, step by step (what :func:`~agentlab.agents.replaying.replay`
 returns): which steps stayed the same, which changed, which were added or dropped,
 and how the outcome, the spend and the tool calls moved."""
 
