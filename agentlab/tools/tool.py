@@ -384,8 +384,7 @@ def _arguments_model(
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             stars = "*" if param.kind is param.VAR_POSITIONAL else "**"
             problems.append(
-                f"{stars}{param.name} cannot be described to a model. "
-                "Use named, typed parameters."
+                f"{stars}{param.name} cannot be described to a model. Use named, typed parameters."
             )
             continue
         annotation = hints.get(param.name, Any)
