@@ -11,7 +11,8 @@ rebuilt from an eval record with :func:`build_scorer`::
             return Score(float(ok), ok, f"{'says' if ok else 'does not say'} {word!r}")
         return score
 
-Built-ins: ``exact``, ``contains``, ``regex`` (the outcome kinds) and ``mentions``.
+Built-ins: ``exact``, ``contains``, ``regex`` (the outcome kinds), ``mentions`` and
+``tool_calls`` (the case's expected tool calls were made).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from agentlab.agents import RunResult
 from agentlab.errors import UserError
 from agentlab.evals.dataset import Case, ExpectedOutcome
+from agentlab.evals.toolcalls import made_calls, match_tool_calls
 
 __all__ = [
     "Score",
@@ -236,6 +238,25 @@ def mentions(
             return Score(1.0, True, f"the answer avoids {list(none_of)}")
         value = (checks - len(problems)) / checks
         return Score(value, False, f"the answer {'; '.join(problems)}: {_quote(_output(result))}")
+
+    return score
+
+
+@scorer("tool_calls")
+def tool_calls(allow_extra_calls: bool = True) -> ScoreFunction:
+    """The run made every expected tool call of the case (matched as in
+    :func:`agentlab.evals.match_tool_calls`) and, unless `allow_extra_calls`, no other.
+
+    The value is matched / expected calls (matched / the larger of expected and made
+    when extra calls are not allowed); it passes at 1. The explanation says which call
+    or argument was wrong and what was accepted.
+    """
+
+    def score(case: Case, result: RunResult) -> Score:
+        match = match_tool_calls(case.expected_tool_calls, made_calls(result))
+        wanted = match.expected if allow_extra_calls else max(match.expected, match.made)
+        value = match.matched / wanted if wanted else 1.0
+        return Score(value, value == 1.0, match.explanation)
 
     return score
 
