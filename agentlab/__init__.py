@@ -29,6 +29,9 @@ _EXPORTS: dict[str, str] = {
     "Fallback": "agentlab.tools",
     "simpler": "agentlab.tools",
     "IdempotencyKey": "agentlab.tools",
+    "lint_tools": "agentlab.tools",
+    "LintReport": "agentlab.tools",
+    "LintFinding": "agentlab.tools",
     # models and the layers around them
     "Model": "agentlab.models",
     "ModelResponse": "agentlab.models",
@@ -123,6 +126,15 @@ if TYPE_CHECKING:
         allow_model_requests,
         infer_model,
     )
-    from agentlab.tools import Fallback, IdempotencyKey, Tool, simpler, tool
+    from agentlab.tools import (
+        Fallback,
+        IdempotencyKey,
+        LintFinding,
+        LintReport,
+        Tool,
+        lint_tools,
+        simpler,
+        tool,
+    )
     from agentlab.tracing import TraceStore
     from agentlab.usage import Price, PriceTable, Usage

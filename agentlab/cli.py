@@ -92,6 +92,9 @@ def export(
     allow_failing_gates: Annotated[
         bool, typer.Option(help="Export even if a gate fails (recorded in export.json).")
     ] = False,
+    allow_lint_errors: Annotated[
+        bool, typer.Option(help="Export even if the tools have lint errors (recorded).")
+    ] = False,
 ) -> None:
     """Export a validated notebook as an installable agent package with an HTTP app."""
     from agentlab.evals.notebook import skip_iri_format_checker
@@ -108,8 +111,60 @@ def export(
         eval_notebook=eval_notebook,
         eval_parameters=parameters,
         allow_failing_gates=allow_failing_gates,
+        allow_lint_errors=allow_lint_errors,
     )
     typer.echo(f"exported package: {path}")
+
+
+@app.command()
+def lint(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="'package.module:name' naming an agent, a list of tools or a function "
+            "returning one, or a notebook whose cells tagged 'export' build the agent."
+        ),
+    ],
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(help="Skip a rule: RULE everywhere, or RULE=tool1,tool2 for some tools."),
+    ] = None,
+    threshold: Annotated[
+        list[str] | None,
+        typer.Option(help="Set a threshold: NAME=NUMBER, e.g. max_tools_warning=10."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of text.")
+    ] = False,
+) -> None:
+    """Lint a tool set as the model sees it (names, descriptions, parameter schemas,
+    overlaps, how many); exit 1 when there are errors."""
+    import inspect
+    import json
+
+    from agentlab.tools.lint import lint_options, lint_tools
+
+    options = lint_options(ignore or [], threshold or [])
+    if target.endswith(".ipynb") or Path(target).is_file():
+        from agentlab.evals.notebook import skip_iri_format_checker
+        from agentlab.export.exporter import lint_notebook
+
+        skip_iri_format_checker()
+        report = lint_notebook(target, **options)
+    else:
+        found = _imported(target)
+        if callable(found) and not hasattr(found, "tools") and not hasattr(found, "definition"):
+            try:  # a factory, like `runs resume --agent` takes
+                inspect.signature(found).bind()
+            except TypeError:
+                raise typer.BadParameter(
+                    f"{target} takes arguments: name an agent, a list of tools, or a "
+                    "function that builds one without arguments"
+                ) from None
+            found = found()
+        report = lint_tools(found, **options)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else str(report))
+    raise typer.Exit(0 if report.ok else 1)
 
 
 @app.command()

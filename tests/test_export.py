@@ -22,8 +22,10 @@ import nbformat
 import pytest
 from _http import free_port, serve_in_thread
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from typer.testing import CliRunner
 
 from agentlab.agents import ReActAgent
+from agentlab.cli import app
 from agentlab.export import ExportError, GateResult, export_notebook, read_export_cells
 from agentlab.export.validation import run_eval_notebook
 from agentlab.models import FunctionModel
@@ -225,6 +227,88 @@ def test_failing_gate_refuses_and_override_is_recorded(tmp_path: Path, workspace
     assert record["parameters"]["gates"] == {"avg_steps": "<=1"}
     tests = (target / "tests" / "test_agent.py").read_text()
     assert 'GATES: dict[str, str] = {"avg_steps": "<=1"}' in tests
+
+
+# -- lint gate --------------------------------------------------------------------
+
+POOR_TOOLS = '''
+from agentlab.agents import ReActAgent
+from agentlab.models import FunctionModel
+from agentlab.tools import tool
+
+
+@tool
+def get_data(x: str) -> str:
+    """Does stuff.
+
+    Args:
+        x: The thing.
+    """
+    return x
+
+
+def build_agent():
+    model = FunctionModel(lambda messages, tools: "ok")
+    return ReActAgent(model, [get_data], name="poor", trace=False)
+'''
+
+
+def test_lint_errors_refuse_the_export_unless_overridden(tmp_path: Path) -> None:
+    path, out = notebook(tmp_path, POOR_TOOLS), tmp_path / "out"
+    with pytest.raises(ExportError) as info:
+        export_notebook(path, name="poor", out=out, validate=False)
+    message = str(info.value)
+    assert message.startswith("Not exported: the tools of agent 'poor' from ")
+    assert "\n- error: get_data: The name 'get_data' is made of generic words only" in message
+    assert "\n- error: get_data: The description 'Does stuff.' says nothing" in message
+    assert "Fix: Rename it after the action" in message
+    assert "allow_lint_errors=True (CLI: --allow-lint-errors)" in message
+    assert "warning" not in message  # only the errors block an export
+    assert not (out / "poor").exists()
+
+    target = export_notebook(path, name="poor", out=out, validate=False, allow_lint_errors=True)
+    record = json.loads((target / "poor" / "export.json").read_text())["lint"]
+    assert record["override"] is True and record["passed"] is False
+    assert [e["rule"] for e in record["errors"]] == ["generic_name", "vague_description"]
+    assert record["counts"] == {"error": 2, "warning": 1, "info": 0}
+
+
+def test_a_clean_export_records_its_lint(tmp_path: Path) -> None:
+    target = export_notebook(SAMPLE, name="capitals", out=tmp_path, validate=False)
+    record = json.loads((target / "capitals" / "export.json").read_text())["lint"]
+    assert record == {
+        "passed": True,
+        "override": False,
+        "counts": {"error": 0, "warning": 0, "info": 1},
+        "errors": [],
+    }
+
+
+def test_an_agent_that_cannot_be_built_cannot_be_linted(tmp_path: Path) -> None:
+    path = notebook(tmp_path, "def build_agent():\n    raise KeyError('OPENAI_API_KEY')\n")
+    with pytest.raises(ExportError) as info:
+        export_notebook(path, name="keyless", out=tmp_path / "out", validate=False)
+    message = str(info.value)
+    assert message.startswith("Not exported: Building the agent (build_agent()) from the ")
+    assert "failed (KeyError: 'OPENAI_API_KEY'), so its tools cannot be linted" in message
+    assert "--allow-lint-errors" in message
+    target = export_notebook(
+        path, name="keyless", out=tmp_path / "out", validate=False, allow_lint_errors=True
+    )
+    record = json.loads((target / "keyless" / "export.json").read_text())["lint"]
+    assert record["override"] is True and "KeyError: 'OPENAI_API_KEY'" in record["error"]
+
+
+def test_cli_export_refuses_lint_errors_before_the_eval(tmp_path: Path) -> None:
+    path = notebook(tmp_path, POOR_TOOLS)
+    command = ["export", str(path), "--name", "poor", "--out", str(tmp_path / "out")]
+    command += ["--eval-notebook", str(tmp_path / "no_eval.ipynb")]
+    refused = CliRunner().invoke(app, command)
+    assert isinstance(refused.exception, ExportError)
+    assert "lint errors" in str(refused.exception)
+    overridden = CliRunner().invoke(app, [*command, "--allow-lint-errors"])
+    assert isinstance(overridden.exception, ExportError)  # the next gate: no eval notebook
+    assert "No eval notebook at" in str(overridden.exception)
 
 
 # -- the HTTP app -----------------------------------------------------------------

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from agentlab.agents import ReActAgent
-from agentlab.agents import replay_sync
+from agentlab.agents import ReActAgent, replay_sync
 from agentlab.errors import UserError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, ToolMessage
 from agentlab.models import FunctionModel

@@ -3,8 +3,8 @@
 from agentlab.agents.agent import Agent, Tracer
 from agentlab.agents.react import ReActAgent
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
-from agentlab.agents.replaying import replay, replay_sync
 from agentlab.agents.replay_diff import RunDiff, StepDiff
+from agentlab.agents.replaying import replay, replay_sync
 from agentlab.agents.run import Run
 from agentlab.redact import install_log_redaction
 

@@ -13,16 +13,19 @@ import json
 import keyword
 import os
 import shutil
+import sys
 import tempfile
+import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from agentlab.export import templates
 from agentlab.export.cells import ExportCell, ExportError, NotebookCells, read_export_cells
-from agentlab.export.validation import GateResult, Validator, run_eval_notebook
+from agentlab.export.validation import GateResult, Validator, lint_gate, run_eval_notebook
+from agentlab.tools.lint import LintReport, lint_tools
 
-__all__ = ["DEFAULT_EVAL_NOTEBOOK", "export_notebook", "find_factory"]
+__all__ = ["DEFAULT_EVAL_NOTEBOOK", "export_notebook", "find_factory", "lint_notebook"]
 
 DEFAULT_EVAL_NOTEBOOK = Path("evals/eval_agent.ipynb")
 FACTORY_FUNCTION = "build_agent"
@@ -128,6 +131,57 @@ def _agent_module(
     return text, factory
 
 
+def _built_agent(agent_py: str, factory: str, notebook: str) -> Any:
+    """Run the exported module's text and return its agent, as the package's
+    ``create_agent()`` would (``build_agent()`` called, or ``agent`` taken)."""
+    module = types.ModuleType(f"_agentlab_exported_{abs(hash(agent_py))}")
+    module.__file__ = f"<exported cells of {notebook}>"
+    sys.modules[module.__name__] = module  # for classes the cells define (dataclasses, pydantic)
+    try:
+        exec(compile(agent_py, module.__file__, "exec", dont_inherit=True), module.__dict__)
+        made = module.__dict__[factory]
+        return made() if factory == FACTORY_FUNCTION else made
+    except Exception as e:
+        call = f"{factory}()" if factory == FACTORY_FUNCTION else factory
+        raise ExportError(
+            f"Building the agent ({call}) from the exported cells of {notebook} failed "
+            f"({type(e).__name__}: {e}), so its tools cannot be linted. The exported "
+            "cells must run on their own, as the exported package runs them: fix them."
+        ) from e
+    finally:
+        sys.modules.pop(module.__name__, None)
+
+
+def lint_notebook(notebook: str | os.PathLike[str], **options: Any) -> LintReport:
+    """Lint the tools of the agent that the cells tagged ``export`` of `notebook`
+    build, run as the exported package runs them; `options` go to
+    :func:`~agentlab.tools.lint_tools` (``ignore``, thresholds)."""
+    source = read_export_cells(notebook)
+    nb_path = _display_path(source.path)
+    agent_py, factory = _agent_module("agent", source, nb_path, {})
+    agent = _built_agent(agent_py, factory, nb_path)
+    if not hasattr(agent, "tools"):
+        raise ExportError(
+            f"The exported cells of {nb_path} define {factory} as a {type(agent).__name__}, "
+            "not an agent with tools: nothing to lint."
+        )
+    return lint_tools(agent, **options)
+
+
+def _lint_record(agent_py: str, factory: str, notebook: str, allow: bool) -> dict[str, Any]:
+    """The lint gate's record for export.json (see :func:`lint_gate`)."""
+    try:
+        agent = _built_agent(agent_py, factory, notebook)
+    except ExportError as e:
+        if not allow:
+            raise ExportError(
+                f"Not exported: {e} Or pass allow_lint_errors=True (CLI: --allow-lint-errors) "
+                "to export without the lint (recorded in export.json)."
+            ) from e.__cause__
+        return {"passed": False, "override": True, "error": str(e)}
+    return lint_gate(agent, notebook, allow_lint_errors=allow)
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
 
@@ -201,6 +255,7 @@ def export_notebook(
     eval_notebook: str | os.PathLike[str] | None = None,
     eval_parameters: Mapping[str, Any] | None = None,
     allow_failing_gates: bool = False,
+    allow_lint_errors: bool = False,
     validate: bool = True,
     parameters: Mapping[str, Any] | None = None,
     dataset: str | os.PathLike[str] | None = None,
@@ -211,7 +266,10 @@ def export_notebook(
     The cells must define ``build_agent()`` or a module-level ``agent``. Unless
     `validate` is False, the eval notebook (default ``evals/eval_agent.ipynb``) is
     run first with `eval_parameters`; when a gate fails nothing is written, unless
-    `allow_failing_gates`, which is then recorded in ``NAME/export.json``.
+    `allow_failing_gates`, which is then recorded in ``NAME/export.json``. Before
+    that, the agent is built from the cells and its tools are linted
+    (:func:`~agentlab.tools.lint_tools`): lint errors refuse the export too, unless
+    `allow_lint_errors` (recorded the same way).
     `parameters` override the notebook's parameters cell in the exported module.
     Tests are generated from `dataset` (default: the eval's ``dataset`` parameter).
     `validator` replaces the eval runner (see :mod:`agentlab.export.validation`).
@@ -225,6 +283,7 @@ def export_notebook(
     params = {**_parameters(source.parameters), **overrides}
     target = Path(out) / name
     eval_params = dict(eval_parameters or {})
+    lint = _lint_record(agent_py, factory, nb_path, allow_lint_errors)
 
     validation: dict[str, Any] = {"skipped": True}
     verdict: GateResult | None = None
@@ -297,6 +356,7 @@ def export_notebook(
                 "cells": [{"id": c.id, "index": c.index} for c in source.cells],
                 "agent_sha256": hashlib.sha256(agent_py.encode("utf-8")).hexdigest(),
             },
+            "lint": lint,
             "validation": validation,
         }
     )

@@ -1,4 +1,7 @@
-"""The export gate: run the eval notebook with papermill and read its verdict.
+"""The export gates: the tool lint, and the eval notebook run with papermill.
+
+The lint gate (:func:`lint_gate`) lints the tools of the agent the exported cells
+build and refuses lint errors unless overridden.
 
 The verdict comes from :func:`agentlab.evals.notebook.execute_eval_notebook` when
 it is installed, else from a built-in runner that reads the custom MIME output
@@ -16,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.export.cells import ExportError
+from agentlab.tools.lint import lint_tools
 
-__all__ = ["EVAL_MIME", "GateResult", "Validator", "run_eval_notebook"]
+__all__ = ["EVAL_MIME", "GateResult", "Validator", "lint_gate", "run_eval_notebook"]
 
 EVAL_MIME = "application/x.agentlab.eval+json"
 
@@ -120,3 +124,29 @@ def run_eval_notebook(
     except ImportError:
         return papermill_eval(path, parameters or {}, out)
     return _from_eval(execute_eval_notebook(path, dict(parameters or {}), output_path=out))
+
+
+def lint_gate(agent: Any, notebook: str, *, allow_lint_errors: bool = False) -> dict[str, Any]:
+    """Lint the tools of `agent` (built from `notebook`'s export cells) for ``export.json``.
+
+    Raises :class:`ExportError` listing the errors and the override, unless
+    `allow_lint_errors` (then recorded as ``"override": true``). An object without
+    tools (a stand-in) is recorded as skipped.
+    """
+    if not hasattr(agent, "tools"):
+        return {"skipped": f"the exported agent is a {type(agent).__name__}, without tools"}
+    report = lint_tools(agent)
+    if report.errors and not allow_lint_errors:
+        listed = "\n".join(f"- {finding}" for finding in report.errors)
+        raise ExportError(
+            f"Not exported: the tools of {report.subject} from {notebook} have lint errors:\n"
+            f"{listed}\nFix them (`agentlab lint {notebook}` shows every finding), or pass "
+            "allow_lint_errors=True (CLI: --allow-lint-errors) to export anyway (recorded in "
+            "export.json)."
+        )
+    return {
+        "passed": report.ok,
+        "override": not report.ok,
+        "counts": report.counts(),
+        "errors": [finding.to_dict() for finding in report.errors],
+    }

@@ -1,5 +1,6 @@
 """Tools: typed functions the model can call."""
 
+from agentlab.tools.lint import LintFinding, LintReport, lint_tools
 from agentlab.tools.tool import (
     Fallback,
     IdempotencyKey,
@@ -13,8 +14,11 @@ from agentlab.tools.tool import (
 __all__ = [
     "Fallback",
     "IdempotencyKey",
+    "LintFinding",
+    "LintReport",
     "Tool",
     "format_validation_error",
+    "lint_tools",
     "serialize_result",
     "simpler",
     "tool",
