@@ -303,12 +303,15 @@ class Agent:
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
         budget: Budget | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Run:
         """Start a run without taking a step (advance it with ``step``).
 
         `session` scopes short-term memory and the tool cache (default: this run
         only); `user` filters long-term recall and labels what is remembered;
-        `budget` overrides the agent's limits for this run.
+        `budget` overrides the agent's limits for this run; `messages` is the
+        conversation to start from (default: the agent's opening messages for
+        `input`), as :meth:`Run.branch` uses it.
         """
         limits = self.budget.merged(budget)
         if budget is not None:
@@ -316,7 +319,7 @@ class Agent:
         return Run(
             self,
             input,
-            self.opening_messages(input),
+            list(messages) if messages is not None else self.opening_messages(input),
             self.run_observers(),
             metadata,
             session=session,

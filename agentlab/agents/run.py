@@ -369,6 +369,52 @@ class Run:
             },
         }
 
+    def branch(self, at: int, content: str | None = None) -> Run:
+        """A new run of the same agent that carries on from this run's conversation
+        at message `at` (an index into :attr:`messages`), with that message's text
+        replaced by `content`: edit the system prompt, the question or a tool result
+        and see what the model does from there. Without `content`, the conversation
+        is kept as it is up to that point; at a model reply, the model is asked again.
+
+        A system, user or tool message is kept with the messages after it up to the
+        next model reply (the rest of that step's tool results). A model's reply
+        cannot be edited (branch at it to ask again). The new run has not taken a
+        step; its metadata names this run and the message (``branched_from``,
+        ``branched_at``).
+        """
+        messages = self.messages
+        if not 0 <= at < len(messages):
+            raise UserError(
+                f"Run {self.id[:8]} has messages 0 to {len(messages) - 1}; cannot branch at {at}."
+            )
+        message = messages[at]
+        if isinstance(message, AssistantMessage):
+            if content is not None:
+                raise UserError(
+                    f"Message {at} is the model's reply, which cannot be edited: branch at "
+                    f"it without content to ask the model again, or edit message {at - 1}."
+                )
+            conversation = messages[:at]
+        else:
+            end = next(
+                (
+                    i
+                    for i in range(at + 1, len(messages))
+                    if isinstance(messages[i], AssistantMessage)
+                ),
+                len(messages),
+            )
+            edited = message if content is None else message.model_copy(update={"content": content})
+            conversation = [*messages[:at], edited, *messages[at + 1 : end]]
+        question = next((m.content for m in conversation if m.role == "user"), self.input)
+        return self.agent.start(
+            str(question),
+            session=None if self.session == self.id else self.session,
+            user=self.user,
+            metadata={"branched_from": self.id, "branched_at": at},
+            messages=conversation,
+        )
+
     @classmethod
     def restore(cls, agent: Agent, record: RunRecord) -> Run:
         """A run rebuilt from its trace (by any process): paused, ready for
