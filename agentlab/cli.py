@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 app = typer.Typer(
     help="agentlab: build, trace, evaluate and ship AI agents.",
@@ -47,7 +48,26 @@ def serve_model(
     serve(model=model, host=host, port=port, threads=threads)
 
 
-@app.command("eval")
+class _EvalGroup(TyperGroup):
+    """`agentlab eval NOTEBOOK ...` (any first argument that is not a subcommand) is
+    short for `agentlab eval run NOTEBOOK ...`."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # Any: typer's own click
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_EvalGroup,
+    help="Evaluate agents: run an eval notebook (`agentlab eval NOTEBOOK ...` is short "
+    "for `agentlab eval run NOTEBOOK ...`) or compare two eval runs.",
+    no_args_is_help=True,
+)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("run")
 def eval_(
     notebook: Annotated[Path, typer.Argument(help="The parameterized eval notebook.")],
     param: Annotated[
@@ -74,6 +94,42 @@ def eval_(
             notebook, param or [], grid or [], parallel=parallel, out_dir=out, workspace=workspace
         )
     )
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN_A", help="The baseline eval run: its eval id, a unique prefix or its name."
+        ),
+    ],
+    run_b: Annotated[
+        str, typer.Argument(metavar="RUN_B", help="The eval run to compare with the baseline.")
+    ],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resampling.")] = 0,
+    alpha: Annotated[float, typer.Option(help="Significance level of the verdict.")] = 0.05,
+    workspace: Workspace = None,
+) -> None:
+    """Compare two eval runs: what changed case by case, and is it significant.
+
+    Lists every case (passed->failed, failed->passed, steps, tool calls, cost,
+    latency), every metric's delta, 95% paired bootstrap intervals for completion
+    rate and cost per task, and McNemar's exact test on the flips. Differences are
+    RUN_B - RUN_A; cases in one run only are listed and left out of the statistics.
+    """
+    import json
+
+    from agentlab.evals.compare import compare_evals
+
+    comparison = compare_evals(run_a, run_b, store=workspace, seed=seed, alpha=alpha)
+    text = (
+        json.dumps(comparison.to_dict(), indent=2, default=str) if json_output else str(comparison)
+    )
+    typer.echo(text)
 
 
 @app.command()

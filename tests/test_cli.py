@@ -53,3 +53,18 @@ def test_eval_command_exits_1_when_a_gate_fails(tmp_path):
     assert "gate failed: task_completion_rate" in out.stdout
     executed = list((tmp_path / "runs").glob("*.ipynb"))
     assert len(executed) == 1 and f"executed notebook: {executed[0]}" in out.stdout
+
+
+def test_eval_is_a_group_with_run_and_compare(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "agentlab.cli", "eval", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "run " in out.stdout and "compare " in out.stdout
+    assert "agentlab eval NOTEBOOK ... is short" in " ".join(out.stdout.split()).replace("`", "")
+    out = agentlab("eval", "compare", "nope", "other", workspace=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"agentlab: no eval run 'nope' in {tmp_path}; it has none yet")

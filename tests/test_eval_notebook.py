@@ -243,3 +243,64 @@ def test_the_command_processes_import_papermill_without_the_iri_parser():
         check=True,
     )
     assert done.stdout.strip() == "None"  # marked absent, and notebooks still validate
+
+
+@pytest.mark.timeout(180)
+def test_a_baseline_compares_and_gates_the_notebook_run(tmp_path):
+    ws = tmp_path / "ws"
+    cases = [  # the echo model passes all six cases (it repeats the question)
+        {
+            "id": f"say-{w}",
+            "input": f"Please say {w}",
+            "expected_outcome": {"kind": "contains", "value": w},
+        }
+        for w in ("apple", "pear", "plum", "fig", "kiwi", "lime")
+    ]
+    dataset = tmp_path / "words.jsonl"
+    dataset.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    base = execute_eval_notebook(
+        NOTEBOOK,
+        {"model": "scripted:echo", "dataset": str(dataset), "gates": PASSING},
+        workspace=ws,
+    )
+    assert base.passed and base.result["comparison"] is None
+    base_id = base.result["eval_id"]
+
+    # one_call with max_steps=1 stops before answering: all six cases regress
+    code, out, err = _run(
+        NOTEBOOK,
+        [
+            "model=scripted:one_call",
+            "max_steps=1",
+            f"dataset={dataset}",
+            f"gates={PASSING}",
+            f"baseline={base_id[:12]}",
+        ],
+        [],
+        workspace=ws,
+    )
+    assert code == 1, err
+    (eval_id,) = [i for (i,) in TraceStore(ws).sql("SELECT eval_id FROM eval_runs") if i != base_id]
+    assert f"  eval id: {eval_id}" in out
+    against = f"against baseline {base_id[:8]}: 6 regressed, 0 improved, McNemar p = 0.03125"
+    assert f"  {against} (regressed)" in out
+    assert "gate failed: regression against the baseline words" in out
+    assert "6 case(s) passed there and fail now (say-apple, say-pear" in out
+    executed = Path(out.split("executed notebook: ")[1].split()[0])
+    nb = nbformat.read(executed, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    (shown,) = [o for o in outputs if "Eval comparison" in o.get("data", {}).get("text/html", "")]
+    assert '<span class="bad">say-apple</span>' in shown["data"]["text/html"]
+    result = [o["data"][EVAL_MIME_TYPE] for o in outputs if EVAL_MIME_TYPE in o.get("data", {})]
+    assert result[0]["parameters"]["baseline"] == base_id[:12]
+    assert result[0]["comparison"]["regressed"] == [c["id"] for c in cases]
+
+
+@pytest.mark.timeout(60)
+def test_an_unknown_baseline_fails_before_the_run(tmp_path):
+    with pytest.raises(EvalNotebookError, match=r"cell 2 .*UserError: no eval run 'nope' in "):
+        execute_eval_notebook(
+            NOTEBOOK, {"model": "scripted:echo", "baseline": "nope"}, workspace=tmp_path / "ws"
+        )
+    assert TraceStore(tmp_path / "ws").sql("SELECT count(*) FROM runs") == [(0,)]

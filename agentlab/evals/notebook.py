@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 
 from agentlab.errors import AgentlabError, RunError, UserError
 from agentlab.evals.notebook_params import ParameterError, parameter_sets
-from agentlab.evals.notebook_support import EVAL_MIME_TYPE
+from agentlab.evals.notebook_support import EVAL_MIME_TYPE, comparison_line
 from agentlab.evals.notebook_table import comparison_table
 from agentlab.workspace import resolve_workspace
 
@@ -221,16 +221,19 @@ def _chdir_target(cwd: str | os.PathLike[str] | None) -> str | None:
 
 def _source_index(executed: Path, index: int) -> int:
     """The index in the source notebook of cell `index` of the executed one (papermill
-    may have inserted an ``injected-parameters`` cell before it)."""
+    may have inserted an ``injected-parameters`` cell before it; the executed copy on
+    disk also has papermill's error-message cells, which `index` does not count)."""
     import nbformat
+    from papermill.execute import ERROR_MARKER_TAG
 
     try:
         cells = nbformat.read(str(executed), as_version=4).cells
     except Exception:  # the executed copy is only needed for this adjustment
         return index
+    executed_cells = [c for c in cells if ERROR_MARKER_TAG not in c.metadata.get("tags", [])]
     injected = [
         i
-        for i, c in enumerate(cells[:index])
+        for i, c in enumerate(executed_cells[:index])
         if "injected-parameters" in c.metadata.get("tags", [])
     ]
     return index - len(injected)
@@ -364,6 +367,10 @@ def eval_command(
             metrics.append(None)
             continue
         print(f"executed notebook: {outcome.executed_path}", file=stdout)
+        if outcome.result.get("eval_id"):
+            print(f"  eval id: {outcome.result['eval_id']}", file=stdout)
+        if outcome.result.get("comparison"):
+            print(f"  {comparison_line(outcome.result['comparison'])}", file=stdout)
         for failure in outcome.gate_failures:
             print(f"  gate failed: {failure}", file=stdout)
         verdicts.append("PASS" if outcome.passed else "FAIL")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import UserError
+from agentlab.evals.compare import EvalComparison
 from agentlab.evals.dataset import Dataset, load_dataset
 from agentlab.evals.report import EvalReport, GateFailure
 from agentlab.evals.scripted import SCRIPTED_MODELS
@@ -24,6 +25,7 @@ from agentlab.models import Model, infer_model
 
 __all__ = [
     "EVAL_MIME_TYPE",
+    "comparison_line",
     "display_eval",
     "eval_bundle",
     "load_cases",
@@ -115,13 +117,15 @@ def eval_bundle(
     gates: Mapping[str, str],
     failures: list[GateFailure],
     parameters: Mapping[str, Any],
+    comparison: EvalComparison | None = None,
 ) -> dict[str, Any]:
     """The MIME bundle the eval notebook displays last; the caller reads it back.
 
     It carries the metrics and gate verdicts, not the per-case rows: those are in
     the trace store (``results_query`` selects them), and copying thousands of
     them through the kernel and into the executed notebook costs more than the
-    evaluation of cheap cases.
+    evaluation of cheap cases. With a `comparison` against a baseline run, its
+    summary (flips, p-value, intervals; no per-case rows) is under ``comparison``.
     """
     payload = {
         **report.to_dict(results=False),
@@ -129,14 +133,28 @@ def eval_bundle(
         "gates": dict(gates),
         "gate_failures": [str(f) for f in failures],
         "parameters": json.loads(json.dumps(dict(parameters), default=str)),
+        "comparison": None if comparison is None else comparison.to_dict(cases=False),
     }
     return {EVAL_MIME_TYPE: payload, "text/plain": _summary(payload)}
+
+
+def comparison_line(comparison: Mapping[str, Any]) -> str:
+    """One line about a comparison's dict (:meth:`EvalComparison.to_dict`)."""
+    flips = comparison["flips"]
+    return (
+        f"against baseline {comparison['a']['eval_id'][:8]}: {flips['regressed']} regressed, "
+        f"{flips['improved']} improved, McNemar p = {flips['p_value']:.4g} "
+        f"({comparison['verdict']})"
+    )
 
 
 def _summary(payload: dict[str, Any]) -> str:
     failures = payload["gate_failures"]
     verdict = "gates PASS" if not failures else "gates FAIL: " + "; ".join(failures)
-    return f"eval {payload['eval_id'][:8]} ({payload['metrics']['cases']} cases): {verdict}"
+    against = f", {comparison_line(payload['comparison'])}" if payload["comparison"] else ""
+    return (
+        f"eval {payload['eval_id'][:8]} ({payload['metrics']['cases']} cases{against}): {verdict}"
+    )
 
 
 def display_eval(
@@ -144,8 +162,9 @@ def display_eval(
     gates: Mapping[str, str],
     failures: list[GateFailure],
     parameters: Mapping[str, Any],
+    comparison: EvalComparison | None = None,
 ) -> None:
     """Display the eval's MIME bundle (the notebook's machine-readable result)."""
     from IPython.display import display
 
-    display(eval_bundle(report, gates, failures, parameters), raw=True)
+    display(eval_bundle(report, gates, failures, parameters, comparison), raw=True)

@@ -7,13 +7,17 @@ import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentlab.errors import UserError
 from agentlab.evals.metrics import EvalMetrics
 from agentlab.evals.results import CaseResult
+from agentlab.evals.text_table import clip, text_table
 
-__all__ = ["GATE_METRICS", "EvalReport", "GateFailure"]
+if TYPE_CHECKING:
+    from agentlab.evals.stored import StoreLike
+
+__all__ = ["GATE_METRICS", "REGRESSION_GATE", "EvalReport", "GateFailure"]
 
 GATE_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EvalMetrics) if f.name != "tags")
 
@@ -26,6 +30,9 @@ _OPERATORS: dict[str, Callable[[float, float], bool]] = {
 }
 HTML_MAX_ROWS = 50
 """Cases listed in a report's notebook view (failed ones first); the rest are in the store."""
+REGRESSION_GATE = "regression"
+"""The gate against a baseline run: ``{"regression": "not significant"}``."""
+_NO_REGRESSION = "not significant"
 _GATE = re.compile(r"^\s*(>=|<=|==|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
@@ -71,35 +78,74 @@ class EvalReport:
             data["results"] = [r.to_dict() for r in self.results]
         return data
 
-    def check_gates(self, gates: Mapping[str, str]) -> list[GateFailure]:
+    def check_gates(
+        self,
+        gates: Mapping[str, str],
+        *,
+        baseline: EvalReport | str | None = None,
+        alpha: float = 0.05,
+        store: StoreLike = None,
+    ) -> list[GateFailure]:
         """The gates that fail, e.g. ``{"task_completion_rate": ">=0.6"}``; [] if all hold.
 
         A gate is an operator (``>=``, ``<=``, ``>``, ``<``, ``==``) and a number;
         the metric names are :data:`GATE_METRICS`. A metric that was not measured
         (``cost_per_task`` with unknown prices) fails its gate.
+
+        With a `baseline` run (an EvalReport, or an eval id, prefix or name in the
+        trace store `store`), the gate :data:`REGRESSION_GATE` ``"not significant"``
+        applies too (writing it in `gates` is optional; without a baseline it is an
+        error): it fails when this run has significantly more pass->fail flips than
+        fail->pass ones against the baseline (McNemar exact p < `alpha`), see
+        :func:`agentlab.evals.compare_evals`.
         """
-        failures = []
-        for metric, condition in gates.items():
-            if metric not in GATE_METRICS:
-                raise UserError(
-                    f"unknown metric {metric!r} in the gates; use one of {', '.join(GATE_METRICS)}"
-                )
-            match = _GATE.match(str(condition))
-            if match is None:
-                raise UserError(
-                    f"gate {metric}={condition!r} is not understood; write an operator and a "
-                    "number, like '>=0.8' or '<=20000'"
-                )
-            op, threshold = match.group(1), float(match.group(2))
-            actual = getattr(self.metrics, metric)
-            if actual is None:
-                message = f"{metric} was not measured, so the gate {op}{threshold:g} fails"
-            elif not _OPERATORS[op](actual, threshold):
-                message = f"{metric} is {actual:.4g}; the gate requires {op}{threshold:g}"
-            else:
-                continue
-            failures.append(GateFailure(metric, f"{op}{threshold:g}", actual, message))
+        gates = dict(gates)
+        regression = gates.pop(REGRESSION_GATE, None)
+        if regression is not None and " ".join(str(regression).lower().split()) != _NO_REGRESSION:
+            raise UserError(
+                f"gate {REGRESSION_GATE}={regression!r} is not understood; write "
+                f'{{"{REGRESSION_GATE}": "{_NO_REGRESSION}"}} and pass baseline=<eval id>'
+            )
+        if regression is not None and baseline is None:
+            raise UserError(
+                f"the gate {REGRESSION_GATE}={_NO_REGRESSION!r} compares with a baseline run: "
+                "pass baseline=<an EvalReport or eval id> (the eval notebook's `baseline` "
+                "parameter)"
+            )
+        failures = [
+            failure
+            for metric, condition in gates.items()
+            if (failure := self._metric_failure(metric, condition)) is not None
+        ]
+        if baseline is not None:
+            from agentlab.evals.compare import compare_evals
+
+            comparison = compare_evals(baseline, self, store=store, alpha=alpha)
+            if (failure := comparison.regression_failure()) is not None:
+                failures.append(failure)
         return failures
+
+    def _metric_failure(self, metric: str, condition: str) -> GateFailure | None:
+        if metric not in GATE_METRICS:
+            raise UserError(
+                f"unknown metric {metric!r} in the gates; use one of {', '.join(GATE_METRICS)} "
+                f"(or {REGRESSION_GATE!r} with a baseline run)"
+            )
+        match = _GATE.match(str(condition))
+        if match is None:
+            raise UserError(
+                f"gate {metric}={condition!r} is not understood; write an operator and a "
+                "number, like '>=0.8' or '<=20000'"
+            )
+        op, threshold = match.group(1), float(match.group(2))
+        actual = getattr(self.metrics, metric)
+        if actual is None:
+            message = f"{metric} was not measured, so the gate {op}{threshold:g} fails"
+        elif not _OPERATORS[op](actual, threshold):
+            message = f"{metric} is {actual:.4g}; the gate requires {op}{threshold:g}"
+        else:
+            return None
+        return GateFailure(metric, f"{op}{threshold:g}", actual, message)
 
     def __str__(self) -> str:
         return self.table()
@@ -127,18 +173,14 @@ class EvalReport:
                 str(r.steps),
                 f"{r.calls_made}/{r.calls_expected}/{r.calls_matched}",
                 f"{r.latency_ms:.0f}",
-                _clip(r.explanation, 60),
+                clip(r.explanation, 60),
             )
             for r in shown
         ]
-        widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
         lines = [
             f"eval {self.name} ({self.eval_id[:8]}): dataset {self.dataset}, agent {self.agent}, "
             f"model {self.model}",
-            *(
-                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                for row in (header, *rows)
-            ),
+            *text_table(header, rows),
             *_more_line(len(self.results) - len(shown), self.eval_id),
             "",
             f"task_completion_rate {m.task_completion_rate:.2f} ({m.passed}/{m.cases})  "
@@ -162,8 +204,3 @@ def _more_line(hidden: int, eval_id: str) -> list[str]:
         return []
     query = f"SELECT * FROM eval_results WHERE eval_id = '{eval_id}'"
     return [f"... {hidden} more cases (all of them: {query})"]
-
-
-def _clip(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
