@@ -6,11 +6,12 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from agentlab.errors import ModelRequestsBlockedError
-from agentlab.messages import AssistantMessage, Message, ToolDefinition
+from agentlab.messages import AssistantMessage, Message, ToolDefinition, to_openai
 from agentlab.tokens import EstimateCounter, TokenCounter
 from agentlab.usage import Usage
 
@@ -77,6 +78,18 @@ class Model(ABC):
         """How working memory counts this model's tokens: its own tokenizer where
         one is available offline, else an estimate (see :mod:`agentlab.tokens`)."""
         return EstimateCounter()
+
+    def request_preview(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()
+    ) -> dict[str, Any]:
+        """What a request with `messages` and `tools` sends this model, as data (nothing
+        is sent): the tool schemas exactly as the model receives them. The default is
+        the OpenAI chat format; a model that sends something else says so."""
+        return {
+            "format": "OpenAI chat completions",
+            "messages": to_openai(messages),
+            "tools": [t.to_openai() for t in tools],
+        }
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release resources (HTTP clients, loaded weights)."""

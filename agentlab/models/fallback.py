@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agentlab.errors import AllModelsFailedError, ModelError, ModelRequestsBlockedError, UserError
 from agentlab.messages import Message, ToolDefinition
@@ -42,6 +43,11 @@ class FallbackModel(Model):
 
     def token_counter(self) -> TokenCounter:
         return self.models[0].token_counter()
+
+    def request_preview(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()
+    ) -> dict[str, Any]:
+        return self.models[0].request_preview(messages, tools)  # where requests go first
 
     async def request(
         self,

@@ -150,6 +150,20 @@ class LocalModel(Model):
             )
         return _runtime(path, self.threads, self.n_ctx)
 
+    def request_preview(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()
+    ) -> dict[str, Any]:
+        """The first generation of a request: the chat turns (the tools are listed in
+        the system turn) and the JSON schema its reply is constrained to (before the
+        conversation narrows which values it may copy)."""
+        if not tools:
+            return {"format": "local chat turns", "turns": grammar.render_answer_turns(messages)}
+        return {
+            "format": "local chat turns, constrained decoding",
+            "turns": grammar.render_call_turns(messages, tools),
+            "reply_schema": grammar.calls_schema(tools),
+        }
+
     async def request(
         self,
         messages: Sequence[Message],

@@ -4,6 +4,7 @@ when the small one failed, its last tool call was invalid, or a rule says so."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from agentlab.errors import ModelError, ModelRequestsBlockedError
 from agentlab.messages import Message, ToolDefinition, ToolMessage
@@ -61,6 +62,11 @@ class RouterModel(Model):
 
     def token_counter(self) -> TokenCounter:
         return self.small.token_counter()
+
+    def request_preview(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()
+    ) -> dict[str, Any]:
+        return self.small.request_preview(messages, tools)  # where requests go first
 
     def route(self, messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> str | None:
         """Why this step should go to the large model, or None for the small one."""

@@ -9,6 +9,7 @@ endpoint of a composed model (each fallback, each routed model).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from agentlab.messages import Message, ToolDefinition
 from agentlab.models.base import Model, ModelResponse, ModelSettings
@@ -41,6 +42,11 @@ class WrapperModel(Model):
 
     def token_counter(self) -> TokenCounter:
         return self.wrapped.token_counter()
+
+    def request_preview(
+        self, messages: Sequence[Message], tools: Sequence[ToolDefinition] = ()
+    ) -> dict[str, Any]:
+        return self.wrapped.request_preview(messages, tools)
 
     async def aclose(self) -> None:
         await self.wrapped.aclose()

@@ -16,5 +16,6 @@ for _package in ("ipywidgets", "matplotlib", "pandas"):
 from agentlab.ui.approval import ApprovalWidget  # noqa: E402
 from agentlab.ui.inspector import RunInspector  # noqa: E402
 from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
+from agentlab.ui.workbench import AgentWorkbench  # noqa: E402
 
-__all__ = ["ApprovalWidget", "MemoryInspector", "RunInspector"]
+__all__ = ["AgentWorkbench", "ApprovalWidget", "MemoryInspector", "RunInspector"]
