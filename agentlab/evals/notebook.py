@@ -184,7 +184,7 @@ def execute_eval_notebook(
             kernel_name=KERNEL,
             execution_timeout=timeout,
             cwd=_chdir_target(cwd),
-            progress_bar=False,
+            progress_bar=sys.stderr.isatty(),  # cells done, on a terminal
             request_save_on_cell_execute=False,  # large outputs: one save at the end
             extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no TCP-transport warning
         )

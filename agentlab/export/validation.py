@@ -13,6 +13,7 @@ tests may pass any function with the same signature as ``validator``.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +90,7 @@ def papermill_eval(
             str(eval_notebook),
             str(output_path),
             parameters=dict(parameters),
-            progress_bar=False,
+            progress_bar=sys.stderr.isatty(),  # cells done, on a terminal
             log_output=False,
         )
     except PapermillExecutionError as e:
