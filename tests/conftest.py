@@ -78,3 +78,22 @@ def _fresh_circuit_breakers() -> Iterator[None]:
     breaker_registry().reset()
     yield
     breaker_registry().reset()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A Ray cluster of two one-CPU nodes on loopback, shared by the Ray tests (which
+    are skipped without the ``ray`` extra). Teardown checks that no process is left."""
+    pytest.importorskip("ray")
+    import psutil
+
+    from agentlab.evals.executors.ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster(nodes=2, cpus_per_node=1, timeout=120).start()
+    try:
+        yield cluster
+    finally:
+        started = [psutil.Process(pid) for pid in cluster.pids()]
+        cluster.stop()
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert alive == [], f"Ray processes left behind: {alive}"

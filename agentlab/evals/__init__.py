@@ -19,11 +19,18 @@ from agentlab.evals.dataset import (
     ToolCallSpec,
     load_dataset,
 )
+from agentlab.evals.executors import (
+    AgentSpec,
+    Executor,
+    LocalExecutor,
+    RayExecutor,
+    case_random,
+)
 from agentlab.evals.function_calling import CHECKER_DEFAULTS, load_function_calling
 from agentlab.evals.metrics import EvalMetrics, TagCounts, compute_metrics
 from agentlab.evals.report import GATE_METRICS, REGRESSION_GATE, EvalReport, GateFailure
 from agentlab.evals.results import CaseResult
-from agentlab.evals.runner import evaluate, evaluate_sync
+from agentlab.evals.runner import evaluate, evaluate_sync, reproducible_report
 from agentlab.evals.scorers import Score, Scorer, build_scorer, registry, scorer
 from agentlab.evals.stored import load_eval
 from agentlab.evals.toolcalls import MadeCall, ToolCallMatch, made_calls, match_tool_calls
@@ -41,6 +48,12 @@ __all__ = [  # noqa: RUF022 - grouped: datasets, running, scoring, metrics, repo
     "CHECKER_DEFAULTS",
     "evaluate",
     "evaluate_sync",
+    "AgentSpec",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "case_random",
+    "reproducible_report",
     "Score",
     "Scorer",
     "build_scorer",

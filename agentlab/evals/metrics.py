@@ -9,7 +9,11 @@ from typing import Any
 
 from agentlab.evals.results import CaseResult
 
-__all__ = ["EvalMetrics", "TagCounts", "compute_metrics", "percentile"]
+__all__ = ["TIMING_METRICS", "EvalMetrics", "TagCounts", "compute_metrics", "percentile"]
+
+TIMING_METRICS: tuple[str, ...] = ("latency_p50_ms", "latency_p95_ms")
+"""The metrics that are measured timings; the others are reproduced exactly by the same
+dataset, seed and deterministic model."""
 
 
 @dataclass(frozen=True, slots=True)

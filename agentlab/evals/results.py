@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CaseResult"]
+__all__ = ["TIMING_FIELDS", "CaseResult"]
+
+TIMING_FIELDS: tuple[str, ...] = ("latency_ms",)
+"""The fields of a :class:`CaseResult` that are measured (they differ between two runs
+of the same eval); the others, ``run_id`` aside, are reproduced exactly."""
 
 
 @dataclass(frozen=True, slots=True)

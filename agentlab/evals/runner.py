@@ -1,70 +1,85 @@
 """Run an agent over a dataset, score every case and record the results as trace
-events next to the runs they came from (tables ``eval_results`` and ``eval_runs``)."""
+events next to the runs they came from (tables ``eval_results`` and ``eval_runs``).
+
+The cases run in this process or on a Ray cluster (:mod:`agentlab.evals.executors`).
+The same dataset, seed and deterministic model give the same report, byte for byte,
+apart from its ids and timings: :func:`reproducible_report` blanks those.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from agentlab._sync import run_sync
-from agentlab.agents import Agent, Tracer
-from agentlab.budgets import Budget
+from agentlab.agents import Agent
 from agentlab.errors import UserError
-from agentlab.evals.dataset import Case, Dataset, load_dataset
-from agentlab.evals.metrics import compute_metrics
+from agentlab.evals.dataset import Dataset, load_dataset
+from agentlab.evals.executors import AgentSpec, CaseBatch, Executor, resolve_executor
+from agentlab.evals.metrics import TIMING_METRICS, compute_metrics
 from agentlab.evals.report import EvalReport
-from agentlab.evals.results import CaseResult
-from agentlab.evals.scorers import Score, Scorer, outcome_scorer
-from agentlab.evals.toolcalls import made_calls, match_tool_calls
-from agentlab.events import EvalCaseResult, EvalRunSummary
+from agentlab.evals.results import TIMING_FIELDS
+from agentlab.events import EvalRunSummary
 from agentlab.tracing import get_writer
 
-__all__ = ["evaluate", "evaluate_sync"]
+__all__ = ["evaluate", "evaluate_sync", "reproducible_report"]
+
+AgentLike = Agent | AgentSpec | str
+"""An Agent, an :class:`AgentSpec`, or a ``"package.module:factory"`` string."""
 
 
 async def evaluate(
-    agent: Agent,
+    agent: AgentLike,
     dataset: Dataset | str | os.PathLike[str],
     *,
     name: str | None = None,
     concurrency: int = 1,
     metadata: dict[str, Any] | None = None,
+    executor: Executor | str = "local",
+    seed: int = 0,
 ) -> EvalReport:
     """Run `agent` on every case of `dataset` (a Dataset or a JSONL path) and score it.
 
-    Each run's metadata carries ``eval_id`` and ``case_id`` (plus `metadata`);
-    the results go to the agent's trace writer (the default workspace's when the
-    agent does not trace), so SQL can join ``eval_results`` to ``runs``. At most
-    `concurrency` cases run at once; the report keeps the dataset's order.
+    Each run's metadata carries ``eval_id`` and ``case_id`` (plus `metadata` and
+    ``seed``); the results go to the agent's trace writer (the default workspace's
+    when the agent does not trace), so SQL can join ``eval_results`` to ``runs``. At
+    most `concurrency` cases run at once (per worker, on Ray); the report keeps the
+    dataset's order.
+
+    `executor` is ``"local"`` (this process), ``"ray"`` or a
+    :class:`~agentlab.evals.RayExecutor` (a cluster; `agent` must then be an
+    :class:`~agentlab.evals.AgentSpec` or a ``"module:factory"`` string, built again
+    in each worker). `seed` seeds each case's random generator
+    (:func:`~agentlab.evals.case_random`, for scripted models that sample) from
+    the seed and the case id, so neither the concurrency nor the executor changes
+    what a case draws; it is recorded in the report's metadata.
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seed must be an integer (got {seed!r}).")
+    run_on = resolve_executor(executor)
+    built, spec = _agent_and_spec(agent)
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(Path(dataset))
-    scorers = {case.id: outcome_scorer(case.expected_outcome) for case in dataset}
-    tracer = agent.tracer or get_writer()
+    metadata = _with_seed(metadata, seed)
+    tracer = built.tracer or get_writer()
     eval_id = os.urandom(16).hex()
     name = name or dataset.name
-    metadata = dict(metadata or {})
     started_at = time.time()
-    limit = asyncio.Semaphore(concurrency)
-
-    async def run_case(case: Case) -> CaseResult:
-        async with limit:
-            return await _evaluate_case(agent, case, scorers[case.id], eval_id, metadata, tracer)
-
-    results = list(await asyncio.gather(*(run_case(case) for case in dataset)))
+    batch = CaseBatch.of(dataset.cases, eval_id, seed, metadata, concurrency)
+    results = await run_on.run(built, spec, batch, tracer)
     metrics = compute_metrics(results)
     tracer.emit(
         EvalRunSummary(
             eval_id=eval_id,
             name=name,
             dataset=dataset.name,
-            agent=agent.name,
-            model=agent.model.name,
+            agent=built.name,
+            model=built.model.name,
             cases=len(results),
             metrics=metrics.to_dict(),
             metadata=metadata,
@@ -76,8 +91,8 @@ async def evaluate(
         eval_id=eval_id,
         name=name,
         dataset=dataset.name,
-        agent=agent.name,
-        model=agent.model.name,
+        agent=built.name,
+        model=built.model.name,
         metrics=metrics,
         results=results,
         metadata=metadata,
@@ -85,69 +100,66 @@ async def evaluate(
 
 
 def evaluate_sync(
-    agent: Agent,
+    agent: AgentLike,
     dataset: Dataset | str | os.PathLike[str],
     *,
     name: str | None = None,
     concurrency: int = 1,
     metadata: dict[str, Any] | None = None,
+    executor: Executor | str = "local",
+    seed: int = 0,
 ) -> EvalReport:
     """:func:`evaluate` for synchronous code; also works inside a notebook cell."""
-    return run_sync(evaluate(agent, dataset, name=name, concurrency=concurrency, metadata=metadata))
-
-
-async def _evaluate_case(
-    agent: Agent,
-    case: Case,
-    scorer: Scorer,
-    eval_id: str,
-    metadata: dict[str, Any],
-    tracer: Tracer,
-) -> CaseResult:
-    steps = None if case.max_steps is None else Budget(steps=case.max_steps)
-    result = await agent.run(
-        case.input, metadata={**metadata, "eval_id": eval_id, "case_id": case.id}, budget=steps
+    return run_sync(
+        evaluate(
+            agent,
+            dataset,
+            name=name,
+            concurrency=concurrency,
+            metadata=metadata,
+            executor=executor,
+            seed=seed,
+        )
     )
-    score = scorer(case, result)
-    if not isinstance(score, Score) or not 0.0 <= score.value <= 1.0:
+
+
+def reproducible_report(report: EvalReport) -> EvalReport:
+    """`report` without what differs between two runs of the same eval: its ids
+    (``eval_id``, each case's ``run_id``) blanked and its timings (each case's
+    ``latency_ms``, the ``latency_p50_ms``/``latency_p95_ms`` metrics) set to 0.
+
+    The same dataset, seed and deterministic (e.g. scripted) model give byte-identical
+    ``to_dict()``, JSON and ``table()`` of it, whatever the concurrency or executor.
+    """
+    untimed: dict[str, Any] = dict.fromkeys(TIMING_FIELDS, 0.0)
+    untimed_metrics: dict[str, Any] = dict.fromkeys(TIMING_METRICS, 0.0)
+    return replace(
+        report,
+        eval_id="",
+        results=[replace(r, run_id="", **untimed) for r in report.results],
+        metrics=replace(report.metrics, **untimed_metrics),
+    )
+
+
+def _agent_and_spec(agent: AgentLike) -> tuple[Agent, AgentSpec | None]:
+    """The agent to run here, and the spec that builds it elsewhere (None for an Agent)."""
+    if isinstance(agent, Agent):
+        return agent, None
+    if isinstance(agent, str):
+        agent = AgentSpec(agent)
+    if not isinstance(agent, AgentSpec):
         raise UserError(
-            f"scorer {scorer.name!r} returned {score!r} for case {case.id!r}; "
-            "a scorer must return a Score whose value is between 0 and 1"
+            f"evaluate() takes an Agent, an AgentSpec or a 'module:factory' string, not "
+            f"{type(agent).__name__}"
         )
-    calls = match_tool_calls(case.expected_tool_calls, made_calls(result))
-    row = CaseResult(
-        case_id=case.id,
-        run_id=result.run_id,
-        status=result.status,
-        passed=score.passed,
-        score=score.value,
-        explanation=score.explanation,
-        steps=result.steps,
-        cost=result.cost,
-        latency_ms=result.latency_ms,
-        calls_expected=calls.expected,
-        calls_made=calls.made,
-        calls_matched=calls.matched,
-        output=result.output,
-        tags=list(case.tags),
-    )
-    tracer.emit(
-        EvalCaseResult(
-            eval_id=eval_id,
-            case_id=case.id,
-            run_id=result.run_id,
-            passed=row.passed,
-            score=row.score,
-            explanation=row.explanation,
-            scorer=scorer.spec,
-            tags=row.tags,
-            calls_expected=row.calls_expected,
-            calls_made=row.calls_made,
-            calls_matched=row.calls_matched,
-            steps=row.steps,
-            cost=row.cost,
-            latency_ms=row.latency_ms,
-            ended_at=time.time(),
+    return agent.build(), agent  # built here too: the report names it, its trace records
+
+
+def _with_seed(metadata: dict[str, Any] | None, seed: int) -> dict[str, Any]:
+    metadata = dict(metadata or {})
+    if metadata.get("seed", seed) != seed:
+        raise UserError(
+            f"metadata has seed={metadata['seed']!r} but evaluate() got seed={seed}; pass the "
+            "seed once, as seed="
         )
-    )
-    return row
+    return {**metadata, "seed": seed}
