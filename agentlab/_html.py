@@ -33,6 +33,7 @@ __all__ = [
     "pretty_json",
     "requests_detail",
     "routing_shown",
+    "scoped",
     "status_html",
     "steps_table_html",
     "table",
@@ -83,6 +84,18 @@ _RULES = {
     ".route": "font-size:12px;margin-top:2px",
     ".nowrap": "white-space:nowrap",
     "tr.agentlab-detail > td": "border-top-style:dashed;padding-top:2px;padding-bottom:4px",
+    # Pass/fail rows and verdict pills: tints mixed from the theme's colours, so they
+    # stay faint on white and on Lab's dark grey alike (no color-mix: plain rows).
+    "tr.fail > td": "background:color-mix(in srgb,var(--jp-error-color1,#d32f2f) 8%,transparent)",
+    "tr.fail > td:first-child": "box-shadow:inset 3px 0 0 var(--jp-error-color1,#d32f2f)",
+    "tr.pass > td:first-child": "box-shadow:inset 3px 0 0 var(--jp-success-color1,#388e3c)",
+    ".pill": "display:inline-block;padding:0 7px;border-radius:9px;font-weight:600;"
+    "font-size:12px;white-space:nowrap",
+    ".pill.ok": "background:color-mix(in srgb,var(--jp-success-color1,#388e3c) 18%,transparent)",
+    ".pill.bad": "background:color-mix(in srgb,var(--jp-error-color1,#d32f2f) 18%,transparent)",
+    ".prose": "min-width:14em;max-width:40em;white-space:normal;overflow-wrap:break-word",
+    ".scroll": "overflow-x:auto;max-width:100%",
+    ".cols": "display:flex;flex-wrap:wrap;gap:0 16px;align-items:flex-start",
 }
 
 
@@ -171,13 +184,17 @@ def table(
     *,
     cls: str = "",
     details: Mapping[int, str] | None = None,
+    row_classes: Sequence[str] = (),
 ) -> str:
     """A table; headers are escaped here, cells must already be HTML. `details` maps
-    a row's index to HTML shown in a full-width row under it (class ``agentlab-detail``)."""
+    a row's index to HTML shown in a full-width row under it (class ``agentlab-detail``);
+    `row_classes` gives rows a class each (e.g. ``pass``/``fail``), in order."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for i, row in enumerate(rows):
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+        row_cls = row_classes[i] if i < len(row_classes) else ""
+        tr = f'<tr class="{esc(row_cls)}">' if row_cls else "<tr>"
+        body.append(tr + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
         if details and details.get(i):
             span = max(1, len(headers) - 1)
             body.append(
@@ -195,7 +212,12 @@ def fields(items: Mapping[str, str]) -> str:
 
 def box(title: str, body: str) -> str:
     """The outer element every view uses."""
-    return f'{STYLE}<div class="agentlab"><h4>{title}</h4>{body}</div>'
+    return scoped(f"<h4>{title}</h4>{body}")
+
+
+def scoped(body: str) -> str:
+    """`body` (HTML) with the style, in the element the rules are scoped under."""
+    return f'{STYLE}<div class="agentlab">{body}</div>'
 
 
 def callout(body: str, tone: str = "") -> str:

@@ -82,16 +82,28 @@ def eval_(
     out: Annotated[
         Path | None, typer.Option(help="Where executed notebooks go (default: workspace).")
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="Where the cases run: local, or ray (pip install 'agentlab[ray]').")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="The Ray cluster's HOST:PORT (with --executor ray).")
+    ] = None,
     workspace: Workspace = None,
 ) -> None:
     """Execute an eval notebook with papermill per parameter set, compare the runs,
-    and exit 1 when a gate fails."""
+    and exit 1 when a gate fails. With --executor ray, the notebook runs its cases on a
+    Ray cluster (its parameters executor and ray_address)."""
     from agentlab.evals.notebook import eval_command, skip_iri_format_checker
 
     skip_iri_format_checker()
+    params = [*(param or [])]
+    if executor != "local":
+        params.append(f"executor={executor}")
+    if address:
+        params.append(f"ray_address={address}")
     raise typer.Exit(
         eval_command(
-            notebook, param or [], grid or [], parallel=parallel, out_dir=out, workspace=workspace
+            notebook, params, grid or [], parallel=parallel, out_dir=out, workspace=workspace
         )
     )
 

@@ -49,6 +49,8 @@ SLOW_MODULES = frozenset(
         "test_agent_processes.py",  # fleets of agent processes (~1.3 s)
         "test_fault_server.py",  # the fault-injecting model server itself, hangs included (~6 s)
         "test_browser.py",  # JupyterLab and Chromium (~50 s)
+        "test_browser_evals.py",  # JupyterLab and Chromium (~30 s)
+        "test_browser_workbench.py",  # JupyterLab and Chromium (~25 s)
         "test_kill_recovery.py",  # ~380 forked processes SIGKILLed and recovered (~2-3 min)
     }
 )

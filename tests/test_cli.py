@@ -68,3 +68,24 @@ def test_eval_is_a_group_with_run_and_compare(tmp_path):
     out = agentlab("eval", "compare", "nope", "other", workspace=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.startswith(f"agentlab: no eval run 'nope' in {tmp_path}; it has none yet")
+
+
+def test_eval_run_passes_the_executor_to_the_notebook(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import agentlab.evals.notebook as notebook
+    from agentlab.cli import app
+
+    seen: list[list[str]] = []
+
+    def eval_command(path, params, grid, **options):  # type: ignore[no-untyped-def]
+        seen.append(list(params))
+        return 0
+
+    monkeypatch.setattr(notebook, "eval_command", eval_command)
+    args = ["eval", "run", "nb.ipynb", "-p", "limit=2", "--executor", "ray"]
+    result = CliRunner().invoke(app, [*args, "--address", "10.0.0.5:6379"])
+    assert result.exit_code == 0, result.output
+    assert seen == [["limit=2", "executor=ray", "ray_address=10.0.0.5:6379"]]
+    assert CliRunner().invoke(app, ["eval", "nb.ipynb"]).exit_code == 0
+    assert seen[-1] == [], "the local executor is the notebook's default: nothing is passed"

@@ -354,7 +354,7 @@ def test_report_table_and_dict():
     data = json.loads(json.dumps(report.to_dict()))
     assert data["metrics"]["task_completion_rate"] == 0.5
     assert [r["case_id"] for r in data["results"]] == ["order-status", "refund"]
-    assert report._repr_html_().startswith("<pre>")
+    assert '<table class="agentlab-eval-cases">' in report._repr_html_()
     assert "results" not in report.to_dict(results=False)
 
 
@@ -367,8 +367,23 @@ def test_a_long_report_lists_failed_cases_first_and_says_where_the_rest_are():
         "... 56 more cases (all of them: SELECT * FROM eval_results WHERE eval_id = 'eee" in table
     )
     assert "ok-59" in str(report) and "more cases" not in str(report)
-    html = report._repr_html_()  # the notebook view stops at HTML_MAX_ROWS
-    assert "ok-48 " in html and "ok-49 " not in html and "bad " in html and "11 more" in html
+    html = report._repr_html_()  # the notebook view: failures first, up to HTML_MAX_ROWS
+    assert html.index(">bad<") < html.index(">ok-0<") and ">ok-48<" in html
+    assert ">ok-49<" not in html and "11 more cases" in html
+
+
+def test_on_case_is_told_of_each_case_as_it_is_recorded(tmp_path):
+    seen: list[tuple[str, bool, int, int]] = []
+    agent = build_support_agent(
+        "scripted:schema", db_path=tmp_path / "shop.duckdb", trace=tmp_path / "ws"
+    )
+    cases = load_dataset(SUPPORT_DATASET).cases[:3]
+    report = evaluate_sync(
+        agent,
+        Dataset(cases, name="three"),
+        on_case=lambda r, done, total: seen.append((r.case_id, r.passed, done, total)),
+    )
+    assert seen == [(r.case_id, r.passed, i, 3) for i, r in enumerate(report.results, 1)]
 
 
 def test_eval_events_round_trip():

@@ -3,7 +3,7 @@ the terminal and an HTML one for notebooks (colours from JupyterLab's theme)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from agentlab._html import box, callout, esc, table
@@ -15,7 +15,7 @@ from agentlab.evals.text_table import text_table
 if TYPE_CHECKING:
     from agentlab.evals.compare import EvalComparison
 
-__all__ = ["comparison_html", "comparison_text"]
+__all__ = ["cases_html", "comparison_html", "comparison_text", "summary_html", "title_html"]
 
 _LABELS: dict[Change, str] = {
     "regressed": "regressed",
@@ -203,17 +203,23 @@ def _runs_html(c: EvalComparison) -> str:
 
 
 def _metrics_html(c: EvalComparison) -> str:
-    rows = [
-        [
-            esc(m.metric),
-            esc(_value(m.a, m.metric)),
-            esc(_value(m.b, m.metric)),
-            _tone(delta, _delta_tone(m.metric, delta)),
+    """The metric deltas, and beside them each tag's pass rate in a table of its own."""
+    tables = []
+    for tags, header, cls in ((False, "metric", "metrics"), (True, "tag pass rate", "tags")):
+        rows = [
+            [
+                esc(m.metric.removeprefix("tag:")),
+                esc(_value(m.a, m.metric)),
+                esc(_value(m.b, m.metric)),
+                _tone(delta, _delta_tone(m.metric, delta)),
+            ]
+            for m in c.metrics
+            if m.metric.startswith("tag:") == tags
+            for delta in [_signed(m.delta, m.metric)]
         ]
-        for m in c.metrics
-        for delta in [_signed(m.delta, m.metric)]
-    ]
-    return table(["metric", "A", "B", "B - A"], rows, cls="agentlab-compare-metrics")
+        if rows:
+            tables.append(table([header, "A", "B", "B - A"], rows, cls=f"agentlab-compare-{cls}"))
+    return '<div class="cols">' + "".join(f"<div>{t}</div>" for t in tables) + "</div>"
 
 
 def _paired_html(c: EvalComparison) -> str:
@@ -228,20 +234,41 @@ def _paired_html(c: EvalComparison) -> str:
     return caption + table(headers, rows, cls="agentlab-compare-paired")
 
 
-def comparison_html(c: EvalComparison, max_rows: int = HTML_MAX_ROWS) -> str:
-    """The comparison for notebooks: runs, verdict, paired statistics, cases (flips
-    first, at most `max_rows`, regressed ones red and improved ones green in Lab's
-    theme colours) and metric deltas."""
-    shown = _shown(c, max_rows)
-    headers = [h.replace("->", "→").replace("B-A", "B - A") for h in _CASE_HEADER]
-    more = "".join(f'<div class="muted">{esc(line)}</div>' for line in _more(c, shown))
-    return box(
+def title_html(c: EvalComparison) -> str:
+    """'Eval comparison: A (id) → B (id)'."""
+    return (
         f"Eval comparison: {esc(c.a.name)} <code>{esc(c.a.eval_id[:8])}</code> → "
-        f"{esc(c.b.name)} <code>{esc(c.b.eval_id[:8])}</code>",
+        f"{esc(c.b.name)} <code>{esc(c.b.eval_id[:8])}</code>"
+    )
+
+
+def summary_html(c: EvalComparison) -> str:
+    """The runs, the verdict, the paired statistics and the metric deltas (better
+    green, worse red)."""
+    return (
         _runs_html(c)
         + callout(f"{esc(_counts(c))}<br>{esc(_verdict(c))}", _VERDICT_TONES.get(c.verdict, ""))
         + _paired_html(c)
-        + table(headers, [_html_case(case) for case in shown], cls="agentlab-compare")
-        + more
-        + _metrics_html(c),
+        + _metrics_html(c)
     )
+
+
+def cases_html(cases: Sequence[CaseChange]) -> str:
+    """The cases in the given order; regressed rows red, improved ones green."""
+    headers = [h.replace("->", "→").replace("B-A", "B - A") for h in _CASE_HEADER]
+    tints = {"regressed": "fail", "improved": "pass"}
+    return table(
+        headers,
+        [_html_case(case) for case in cases],
+        cls="agentlab-compare",
+        row_classes=[tints.get(case.change, "") for case in cases],
+    )
+
+
+def comparison_html(c: EvalComparison, max_rows: int = HTML_MAX_ROWS) -> str:
+    """The comparison for notebooks: runs, verdict, paired statistics and metric
+    deltas, then the cases (flips first, at most `max_rows`, regressed ones red and
+    improved ones green in Lab's theme colours)."""
+    shown = _shown(c, max_rows)
+    more = "".join(f'<div class="muted">{esc(line)}</div>' for line in _more(c, shown))
+    return box(title_html(c), summary_html(c) + cases_html(shown) + more)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import html
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from agentlab import _html
 from agentlab.errors import UserError
 from agentlab.evals.metrics import EvalMetrics
 from agentlab.evals.results import CaseResult
@@ -17,7 +17,16 @@ from agentlab.evals.text_table import clip, text_table
 if TYPE_CHECKING:
     from agentlab.evals.stored import StoreLike
 
-__all__ = ["GATE_METRICS", "REGRESSION_GATE", "EvalReport", "GateFailure"]
+__all__ = [
+    "GATE_METRICS",
+    "REGRESSION_GATE",
+    "EvalReport",
+    "GateFailure",
+    "cases_html",
+    "failures_first",
+    "summary_html",
+    "title_html",
+]
 
 GATE_METRICS: tuple[str, ...] = tuple(f.name for f in fields(EvalMetrics) if f.name != "tags")
 
@@ -195,12 +204,129 @@ class EvalReport:
             )
         return "\n".join(lines)
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text view (beside the HTML one): the text table, as long as
+        the HTML one, not the dataclass repr with every case."""
+        printer.text(self.table(max_rows=HTML_MAX_ROWS))
+
     def _repr_html_(self) -> str:
-        return f"<pre>{html.escape(self.table(max_rows=HTML_MAX_ROWS))}</pre>"
+        shown = failures_first(self.results)[:HTML_MAX_ROWS]
+        hidden = len(self.results) - len(shown)
+        more = (
+            f'<div class="muted">{hidden} more cases; all of them: <code>'
+            f"{_html.esc(_results_query(self.eval_id))}</code></div>"
+            if hidden
+            else ""
+        )
+        return _html.box(title_html(self), summary_html(self) + cases_html(shown) + more)
 
 
 def _more_line(hidden: int, eval_id: str) -> list[str]:
     if not hidden:
         return []
-    query = f"SELECT * FROM eval_results WHERE eval_id = '{eval_id}'"
-    return [f"... {hidden} more cases (all of them: {query})"]
+    return [f"... {hidden} more cases (all of them: {_results_query(eval_id)})"]
+
+
+def _results_query(eval_id: str) -> str:
+    return f"SELECT * FROM eval_results WHERE eval_id = '{eval_id}'"
+
+
+# -- the HTML view (the report's notebook output; the ui widgets reuse its parts) ----------
+
+
+def failures_first(results: Sequence[CaseResult]) -> list[CaseResult]:
+    """The failed cases, then the passed ones, each in their original order."""
+    return sorted(results, key=lambda r: r.passed)
+
+
+def title_html(report: EvalReport) -> str:
+    """'Eval NAME (id)'."""
+    return f"Eval {_html.esc(report.name)} <code>{_html.esc(report.eval_id[:8])}</code>"
+
+
+def _rate_tone(passed: int, cases: int) -> str:
+    return "ok" if passed == cases else "bad" if passed == 0 else ""
+
+
+def summary_html(report: EvalReport) -> str:
+    """What was evaluated, the metrics in one row and each tag's passed/cases."""
+    m = report.metrics
+    about = (
+        f"dataset <b>{_html.esc(report.dataset)}</b> · agent <b>{_html.esc(report.agent)}</b>"
+        f" · model <code>{_html.esc(report.model)}</code>"
+    )
+    values = {
+        "completion": f"<b>{m.task_completion_rate:.2f}</b>",
+        "passed": f'<span class="ok">{m.passed}</span> of {m.cases}',
+        "failed": f'<span class="{"bad" if m.cases - m.passed else "muted"}">'
+        f"{m.cases - m.passed}</span>",
+        "avg steps": f"{m.avg_steps:.2f}",
+        "tool precision": f"{m.tool_precision:.2f}",
+        "tool recall": f"{m.tool_recall:.2f}",
+        "cost / task": _html.esc(_html.cost_text(m.cost_per_task)),
+        "latency p50": _html.esc(_html.ms_text(m.latency_p50_ms)),
+        "latency p95": _html.esc(_html.ms_text(m.latency_p95_ms)),
+    }
+    metrics = _html.table(
+        list(values),
+        [[f'<span class="nowrap">{v}</span>' for v in values.values()]],
+        cls="agentlab-eval-metrics",
+    )
+    tags = " ".join(
+        f'<span class="tag">{_html.esc(tag)} <span class="{_rate_tone(c.passed, c.cases)}">'
+        f"{c.passed}/{c.cases}</span></span>"
+        for tag, c in m.tags.items()
+    )
+    return (
+        f'<div class="muted">{about}</div>'
+        + f'<div class="scroll">{metrics}</div>'
+        + (f'<div class="agentlab-eval-tags">tags (passed/cases): {tags}</div>' if tags else "")
+    )
+
+
+_CASE_HEADERS = ("case", "result", "steps", "calls matched", "cost", "latency", "explanation")
+
+
+def _case_cells(r: CaseResult) -> list[str]:
+    def nowrap(text: str) -> str:
+        return f'<span class="nowrap">{_html.esc(text)}</span>'
+
+    case = f'<span class="nowrap {"ok" if r.passed else "bad"}">{_html.esc(r.case_id)}</span>'
+    if r.tags:  # under the id: the column is as wide as the longest id anyway
+        case += "<div>" + " ".join(f'<span class="tag">{_html.esc(t)}</span>' for t in r.tags)
+        case += "</div>"
+    result = (
+        '<span class="pill ok">pass</span>' if r.passed else '<span class="pill bad">FAIL</span>'
+    )
+    if r.score not in (0.0, 1.0):
+        result += f' <span class="muted">{r.score:.2f}</span>'
+    if r.status != "completed":  # why the run stopped, when it did not answer
+        result += f"<div>{_html.status_html(r.status)}</div>"
+    calls = f"{r.calls_matched}/{r.calls_expected}"
+    if r.calls_made != r.calls_matched:
+        calls += f", {r.calls_made} made"
+    return [
+        case,
+        result,
+        nowrap(str(r.steps)),
+        nowrap(calls),
+        nowrap(_html.cost_text(r.cost)),
+        nowrap(_html.ms_text(r.latency_ms)),
+        f'<div class="prose">{_html.clip(r.explanation, 240)}</div>',
+    ]
+
+
+def cases_html(results: Sequence[CaseResult]) -> str:
+    """The cases as a table in the given order: failed rows tinted red, passed ones
+    marked green (Lab's theme colours); each case's tags under its id; tool calls as
+    matched/expected; only the explanation wraps, at spaces."""
+    return (
+        '<div class="scroll">'
+        + _html.table(
+            _CASE_HEADERS,
+            [_case_cells(r) for r in results],
+            cls="agentlab-eval-cases",
+            row_classes=["pass" if r.passed else "fail" for r in results],
+        )
+        + "</div>"
+    )

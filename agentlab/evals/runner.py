@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from agentlab._context import EventSink
 from agentlab._sync import run_sync
 from agentlab.agents import Agent
 from agentlab.errors import UserError
@@ -22,13 +24,15 @@ from agentlab.evals.executors import AgentSpec, CaseBatch, Executor, resolve_exe
 from agentlab.evals.metrics import TIMING_METRICS, compute_metrics
 from agentlab.evals.report import EvalReport
 from agentlab.evals.results import TIMING_FIELDS
-from agentlab.events import EvalRunSummary
+from agentlab.events import EvalCaseResult, EvalRunSummary
 from agentlab.tracing import get_writer
 
 __all__ = ["evaluate", "evaluate_sync", "reproducible_report"]
 
 AgentLike = Agent | AgentSpec | str
 """An Agent, an :class:`AgentSpec`, or a ``"package.module:factory"`` string."""
+CaseCallback = Callable[[EvalCaseResult, int, int], object]
+"""Told of each recorded case: ``(result, cases done, cases in all)``."""
 
 
 async def evaluate(
@@ -40,6 +44,7 @@ async def evaluate(
     metadata: dict[str, Any] | None = None,
     executor: Executor | str = "local",
     seed: int = 0,
+    on_case: CaseCallback | None = None,
 ) -> EvalReport:
     """Run `agent` on every case of `dataset` (a Dataset or a JSONL path) and score it.
 
@@ -56,6 +61,10 @@ async def evaluate(
     (:func:`~agentlab.evals.case_random`, for scripted models that sample) from
     the seed and the case id, so neither the concurrency nor the executor changes
     what a case draws; it is recorded in the report's metadata.
+
+    `on_case(result, done, total)` is called as each case is recorded (its
+    :class:`~agentlab.events.EvalCaseResult`; on Ray, as each batch comes back): a
+    progress bar's hook (:class:`agentlab.ui.EvalProgress` ``.update``).
     """
     if concurrency < 1:
         raise UserError(f"concurrency must be at least 1 (got {concurrency}).")
@@ -71,7 +80,8 @@ async def evaluate(
     name = name or dataset.name
     started_at = time.time()
     batch = CaseBatch.of(dataset.cases, eval_id, seed, metadata, concurrency)
-    results = await run_on.run(built, spec, batch, tracer)
+    sink = tracer if on_case is None else _Progress(tracer, on_case, len(dataset.cases))
+    results = await run_on.run(built, spec, batch, sink)
     metrics = compute_metrics(results)
     tracer.emit(
         EvalRunSummary(
@@ -108,6 +118,7 @@ def evaluate_sync(
     metadata: dict[str, Any] | None = None,
     executor: Executor | str = "local",
     seed: int = 0,
+    on_case: CaseCallback | None = None,
 ) -> EvalReport:
     """:func:`evaluate` for synchronous code; also works inside a notebook cell."""
     return run_sync(
@@ -119,6 +130,7 @@ def evaluate_sync(
             metadata=metadata,
             executor=executor,
             seed=seed,
+            on_case=on_case,
         )
     )
 
@@ -139,6 +151,20 @@ def reproducible_report(report: EvalReport) -> EvalReport:
         results=[replace(r, run_id="", **untimed) for r in report.results],
         metrics=replace(report.metrics, **untimed_metrics),
     )
+
+
+class _Progress:
+    """The eval's event sink, which also tells `on_case` of each case it records."""
+
+    def __init__(self, sink: EventSink, on_case: CaseCallback, total: int) -> None:
+        self.sink, self.on_case, self.total, self.done = sink, on_case, total, 0
+        self.workspace = getattr(sink, "workspace", None)  # where Ray's events go
+
+    def emit(self, event: Any) -> None:
+        self.sink.emit(event)
+        if isinstance(event, EvalCaseResult):
+            self.done += 1
+            self.on_case(event, self.done, self.total)
 
 
 def _agent_and_spec(agent: AgentLike) -> tuple[Agent, AgentSpec | None]:
