@@ -25,7 +25,7 @@ import copy
 import json
 from collections import defaultdict, deque
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agentlab._sync import run_sync
 from agentlab.agents.recovery import RunRecord, read_run
@@ -59,9 +59,12 @@ async def replay(
     live_tools: Sequence[str] = (),
     live_model: bool = False,
     allow_side_effects: bool = False,
+    metadata: dict[str, Any] | None = None,
 ) -> RunDiff:
     """Run stored run `run_id` again with `agent` and diff it against the original
-    (see the module docstring for what is replayed and what runs for real)."""
+    (see the module docstring for what is replayed and what runs for real).
+    `metadata` is added to the replay run's (which names the original as
+    ``replay_of``)."""
     from agentlab.tracing import TraceStore
 
     store = store or _store_of(agent) or TraceStore()
@@ -87,7 +90,7 @@ async def replay(
         for name, handler in agent.tool_handlers.items()
     }
     row = original.row
-    metadata = {**(row.get("metadata") or {}), "replay_of": run_id}
+    metadata = {**(row.get("metadata") or {}), **(metadata or {}), "replay_of": run_id}
     run = clone.start(
         row["input"], session=row.get("session"), user=row.get("user_id"), metadata=metadata
     )

@@ -28,6 +28,7 @@ from agentlab.evals.executors import (
 )
 from agentlab.evals.function_calling import CHECKER_DEFAULTS, load_function_calling
 from agentlab.evals.metrics import EvalMetrics, TagCounts, compute_metrics
+from agentlab.evals.replay import EvalReplay, replay_eval, replay_eval_sync
 from agentlab.evals.report import GATE_METRICS, REGRESSION_GATE, EvalReport, GateFailure
 from agentlab.evals.results import CaseResult
 from agentlab.evals.runner import evaluate, evaluate_sync, reproducible_report
@@ -74,4 +75,7 @@ __all__ = [  # noqa: RUF022 - grouped: datasets, running, scoring, metrics, repo
     "EvalComparison",
     "compare_evals",
     "load_eval",
+    "EvalReplay",
+    "replay_eval",
+    "replay_eval_sync",
 ]

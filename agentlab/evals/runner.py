@@ -74,13 +74,29 @@ async def evaluate(
     built, spec = _agent_and_spec(agent)
     if not isinstance(dataset, Dataset):
         dataset = load_dataset(Path(dataset))
-    metadata = _with_seed(metadata, seed)
+    batch = CaseBatch.of(dataset.cases, "", seed, _with_seed(metadata, seed), concurrency)
+    return await run_eval(built, spec, dataset, batch, run_on, name=name, on_case=on_case)
+
+
+async def run_eval(
+    built: Agent,
+    spec: AgentSpec | None,
+    dataset: Dataset,
+    batch: CaseBatch,
+    run_on: Executor,
+    *,
+    name: str | None = None,
+    on_case: CaseCallback | None = None,
+) -> EvalReport:
+    """The eval of `batch` (the cases of `dataset`, checked by :func:`evaluate`) on
+    `run_on`: a new eval id, every case recorded, the summary recorded, the report."""
+    metadata = batch.metadata
     tracer = built.tracer or get_writer()
     eval_id = os.urandom(16).hex()
+    batch = replace(batch, eval_id=eval_id)
     name = name or dataset.name
     started_at = time.time()
-    batch = CaseBatch.of(dataset.cases, eval_id, seed, metadata, concurrency)
-    sink = tracer if on_case is None else _Progress(tracer, on_case, len(dataset.cases))
+    sink = tracer if on_case is None else _Progress(tracer, on_case, len(batch.cases))
     results = await run_on.run(built, spec, batch, sink)
     metrics = compute_metrics(results)
     tracer.emit(

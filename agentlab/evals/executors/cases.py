@@ -15,13 +15,13 @@ import hashlib
 import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
 from agentlab._context import EventSink
-from agentlab.agents import Agent
+from agentlab.agents import Agent, RunResult
 from agentlab.budgets import Budget
 from agentlab.errors import UserError
 from agentlab.evals.dataset import Case
@@ -30,9 +30,12 @@ from agentlab.evals.scorers import Score, Scorer, outcome_scorer
 from agentlab.evals.toolcalls import made_calls, match_tool_calls
 from agentlab.events import EvalCaseResult
 
-__all__ = ["CaseBatch", "case_random", "case_seed", "evaluate_cases"]
+__all__ = ["CaseBatch", "CaseRun", "case_random", "case_seed", "evaluate_cases"]
 
 _CASE_RANDOM: ContextVar[random.Random] = ContextVar("agentlab_case_random")
+
+CaseRun = Callable[[Agent, Case, dict[str, Any], Budget | None], Awaitable[RunResult]]
+"""Make one case's run: ``(agent, case, run metadata, step budget) -> RunResult``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,9 @@ class CaseBatch:
     seed: int
     metadata: dict[str, Any]
     concurrency: int
+    run: CaseRun | None = None
+    """How a case's run is made (None: the agent runs the case's input); a replay of
+    an eval makes each case's run a replay of the original's (local executor only)."""
 
     @classmethod
     def of(
@@ -108,15 +114,19 @@ async def evaluate_cases(agent: Agent, batch: CaseBatch, sink: EventSink) -> lis
     return list(await asyncio.gather(*runs))
 
 
+async def _run_input(
+    agent: Agent, case: Case, metadata: dict[str, Any], steps: Budget | None
+) -> RunResult:
+    return await agent.run(case.input, metadata=metadata, budget=steps)
+
+
 async def _evaluate_case(
     agent: Agent, case: Case, scorer: Scorer, batch: CaseBatch, sink: EventSink
 ) -> CaseResult:
     steps = None if case.max_steps is None else Budget(steps=case.max_steps)
-    result = await agent.run(
-        case.input,
-        metadata={**batch.metadata, "eval_id": batch.eval_id, "case_id": case.id},
-        budget=steps,
-    )
+    metadata = {**batch.metadata, "eval_id": batch.eval_id, "case_id": case.id}
+    run = batch.run or _run_input
+    result = await run(agent, case, metadata, steps)
     score = scorer(case, result)
     if not isinstance(score, Score) or not 0.0 <= score.value <= 1.0:
         raise UserError(
