@@ -1005,7 +1005,10 @@ def install_log_redaction(
             flt = _LOG_FILTERS[logger_name] = RedactingFilter(redactor)
         elif redactor is not None:
             flt.redactor = redactor
-        if logging.getLogRecordFactory() is not _redacting_factory:
+        # Once ours is in the chain it stays there: a library that wraps the factory
+        # after us (Ray does) calls ours in turn, and wrapping that wrapper again
+        # would make ours call itself through it, without end.
+        if not _LOG_FACTORY:
             _LOG_FACTORY[:] = [logging.getLogRecordFactory()]
             logging.setLogRecordFactory(_redacting_factory)
         return flt
@@ -1018,6 +1021,8 @@ def uninstall_log_redaction(logger_name: str | None = None) -> None:
             _LOG_FILTERS.clear()
         else:
             _LOG_FILTERS.pop(logger_name, None)
+        # Ours leaves the chain only if nothing wrapped it since; otherwise it stays,
+        # redacting nothing (no filters) until the next install.
         if not _LOG_FILTERS and logging.getLogRecordFactory() is _redacting_factory:
             logging.setLogRecordFactory(_LOG_FACTORY[0] if _LOG_FACTORY else logging.LogRecord)
             _LOG_FACTORY.clear()

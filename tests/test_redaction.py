@@ -1011,6 +1011,25 @@ def _capture(logger: logging.Logger) -> io.StringIO:
     return stream
 
 
+def test_a_library_that_wraps_the_record_factory_after_us_keeps_redaction() -> None:
+    install_log_redaction()
+    ours = logging.getLogRecordFactory()
+
+    def foreign(*args, **kwargs):  # type: ignore[no-untyped-def] - what Ray's logging does
+        return ours(*args, **kwargs)
+
+    logging.setLogRecordFactory(foreign)
+    child = logging.getLogger("agentlab.models.test_foreign_factory")
+    stream = _capture(child)
+    try:
+        install_log_redaction()  # again, after the library wrapped ours: no loop
+        child.info("calling with api_key=%s", "abc123")
+        assert "abc123" not in stream.getvalue() and "api_key=" in stream.getvalue()
+    finally:
+        logging.setLogRecordFactory(ours)
+        child.handlers.clear()
+
+
 def test_install_log_redaction_covers_child_loggers() -> None:
     parent = logging.getLogger("agentlab")
     child = logging.getLogger("agentlab.models.test_redaction")
