@@ -337,6 +337,41 @@ def alerts(
         typer.echo(f"    {message}")
 
 
+traces_app = typer.Typer(help="The trace store's upkeep: prune old runs, compact the file.")
+app.add_typer(traces_app, name="traces")
+
+
+@traces_app.command("prune")
+def traces_prune(
+    older_than: Annotated[
+        str, typer.Option(help="Delete runs older than this: 30d, 7d, 12h, 90m, 2w.")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option(help="Only count what would be deleted; change nothing.")
+    ] = False,
+    workspace: Workspace = None,
+) -> None:
+    """Delete old runs with all their rows (running and paused runs stay), then
+    compact the store's file."""
+    from agentlab.errors import UserError
+    from agentlab.tracing import TraceStore
+    from agentlab.tracing.retention import parse_age
+
+    try:
+        age = parse_age(older_than)
+    except UserError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--older-than'") from None
+    typer.echo(str(TraceStore(workspace, lock_timeout=600).prune(age, dry_run=dry_run)))
+
+
+@traces_app.command("compact")
+def traces_compact(workspace: Workspace = None) -> None:
+    """Rewrite the store's file without the space deleted rows left behind."""
+    from agentlab.tracing import TraceStore
+
+    typer.echo(str(TraceStore(workspace, lock_timeout=600).compact()))
+
+
 def _imported(spec: str) -> Any:
     """The object ``package.module:name`` names (the working directory is importable)."""
     import importlib

@@ -6,6 +6,8 @@ import fcntl
 import json
 import logging
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -24,6 +26,7 @@ from agentlab.events import (
 from agentlab.messages import AssistantMessage, ToolCall, UserMessage, dump_messages
 from agentlab.tracing import TraceStore, TraceWriter, close_writers, get_writer
 from agentlab.tracing import ingest as ingest_module
+from agentlab.tracing import writer as writer_module
 from agentlab.tracing.schema import MIGRATIONS
 from agentlab.workspace import resolve_workspace
 
@@ -463,3 +466,149 @@ def test_workspace_resolution(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_workspace() == tmp_path / ".agentlab"
     assert TraceStore().path == tmp_path / ".agentlab" / "traces.duckdb"
+
+
+def test_steps_and_cost_by_day(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    day = 86400.0
+    for run_id, agent, t in (("r1", "adder", T0), ("r2", "adder", T0 + 60), ("r3", "muller", T0)):
+        started = run_started(run_id)
+        started.agent, started.started_at = agent, t
+        writer.emit(started)
+        for step in (1, 2):
+            call = model_call(run_id, step)
+            call.started_at = t + step
+            writer.emit(call)
+        writer.emit(tool_call(run_id))
+    late = model_call("r1", 3)
+    late.started_at = T0 + day  # the next UTC day
+    writer.emit(late)
+
+    steps = store.steps("r1")
+    assert list(zip(steps["step"], steps["kind"], strict=True)) == [
+        (1, "model_call"),
+        (1, "tool_call"),
+        (2, "model_call"),
+        (3, "model_call"),
+    ]
+    assert steps["cost"].tolist()[::2] == [0.0025, 0.0025] and steps["latency_ms"][1] == 0.5
+
+    days = store.cost_by_day()
+    days["day"] = days["day"].dt.date
+    first = utc(T0).date()
+    assert days.to_dict("records") == [
+        {
+            "day": first,
+            "agent": "adder",
+            "model_calls": 4,
+            "input_tokens": 480,
+            "output_tokens": 120,
+            "cost": pytest.approx(0.01),
+        },
+        {
+            "day": first,
+            "agent": "muller",
+            "model_calls": 2,
+            "input_tokens": 240,
+            "output_tokens": 60,
+            "cost": pytest.approx(0.005),
+        },
+        {
+            "day": utc(T0 + day).date(),
+            "agent": "adder",
+            "model_calls": 1,
+            "input_tokens": 120,
+            "output_tokens": 30,
+            "cost": pytest.approx(0.0025),
+        },
+    ]
+    since = datetime.fromtimestamp(T0 + day - 1, UTC)  # aware datetimes are converted
+    assert store.cost_by_day(since=since)["model_calls"].tolist() == [1]
+    assert store.cost_by_day(until=utc(T0 + 2), agent="adder")["model_calls"].tolist() == [1]
+
+
+def test_a_call_id_written_twice_is_stored_once(tmp_path):
+    store = TraceStore(tmp_path)
+    writer = store.writer()
+    writer.emit(run_started())
+    first = model_call()
+    writer.emit(first)
+    again = model_call()
+    again.input_tokens = 999
+    writer.emit(again)  # twice in one ingest: the first line wins
+    writer.emit(tool_call())
+    writer.emit(tool_call())
+    assert store.sql("SELECT input_tokens FROM model_calls") == [(120,)]
+    writer.emit(again)  # and again in a later ingest
+    writer.emit(tool_call())
+    assert store.ingest() == 2
+    assert store.sql("SELECT count(*), max(input_tokens) FROM model_calls") == [(1, 120)]
+    assert store.sql("SELECT count(*) FROM tool_calls") == [(1,)]
+
+
+def test_a_live_writer_moves_on_to_new_segments_and_ingest_deletes_the_full_ones(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(writer_module, "ROTATE_BYTES", 1000)
+    store = TraceStore(tmp_path)
+    writer = TraceWriter(tmp_path)
+    writer.emit(run_started())
+    for step in range(1, 11):
+        writer.emit(model_call(step=step))
+    segments = sorted(p.name for p in (tmp_path / "traces" / "segments").iterdir())
+    assert len(segments) >= 4
+    assert len({writer_module.writer_of(name) for name in segments}) == 1
+    assert writer.path is not None and writer.path.name == segments[-1]
+    assert store.sql("SELECT status, (SELECT count(*) FROM model_calls) FROM runs") == [
+        ("running", 10)  # the writer lives on in its newest segment: not interrupted
+    ]
+    assert [p.name for p in (tmp_path / "traces" / "segments").iterdir()] == [segments[-1]]
+    writer.close()
+    assert store.sql("SELECT status, steps FROM runs") == [("interrupted", 10)]
+    assert list((tmp_path / "traces" / "segments").iterdir()) == []
+
+
+def test_migration_8_keeps_the_calls_of_an_older_store(tmp_path):
+    import duckdb
+
+    con = duckdb.connect(str(tmp_path / "traces.duckdb"))
+    con.execute(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,"
+        " applied_at TIMESTAMP NOT NULL)"
+    )
+    for number, name, sql in MIGRATIONS[:7]:
+        con.execute(sql)
+        con.execute("INSERT INTO schema_migrations VALUES (?, ?, now()::TIMESTAMP)", [number, name])
+    con.execute("INSERT INTO model_calls (id, run_id, step, cost) VALUES ('m1', 'r1', 1, 0.5)")
+    con.execute("INSERT INTO tool_calls (id, run_id, step, tool) VALUES ('t1', 'r1', 1, 'add')")
+    con.close()
+    store = TraceStore(tmp_path)
+    assert store.sql("SELECT id, run_id, step, cost FROM model_calls") == [("m1", "r1", 1, 0.5)]
+    assert store.sql("SELECT id, tool FROM tool_calls") == [("t1", "add")]
+    assert sorted(r[0] for r in store.sql("SELECT index_name FROM duckdb_indexes()")) == [
+        "model_calls_run_id",
+        "tool_calls_run_id",
+    ]
+    with pytest.raises(TraceStoreError, match="NOT NULL"):
+        store.sql("INSERT INTO model_calls (id, step) VALUES ('m2', 1)")
+
+
+def test_the_file_is_free_for_other_programs_between_queries(tmp_path):
+    store = TraceStore(tmp_path)
+    store.writer().emit(run_started())
+    assert store.sql("SELECT count(*) FROM runs") == [(1,)]
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]);"
+            " print(con.execute('SELECT run_id FROM runs').fetchall())",
+            str(store.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "[('r1',)]"

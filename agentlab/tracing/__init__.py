@@ -3,9 +3,19 @@
 >>> store = TraceStore()               # ./.agentlab or $AGENTLAB_WORKSPACE
 >>> store.writer().emit(event)         # durable once it returns
 >>> store.sql("SELECT status, count(*) FROM runs GROUP BY ALL")
+>>> store.prune(parse_age("30d"))      # old runs and all their rows; then compact
 """
 
+from agentlab.tracing.retention import CompactReport, PruneReport, parse_age
 from agentlab.tracing.store import TraceStore
 from agentlab.tracing.writer import TraceWriter, close_writers, get_writer
 
-__all__ = ["TraceStore", "TraceWriter", "close_writers", "get_writer"]
+__all__ = [
+    "CompactReport",
+    "PruneReport",
+    "TraceStore",
+    "TraceWriter",
+    "close_writers",
+    "get_writer",
+    "parse_age",
+]

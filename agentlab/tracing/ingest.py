@@ -1,28 +1,44 @@
 """Ingest: move complete event lines from the segment files into DuckDB.
 
-Runs under the store's exclusive lock. For each segment it reads from the byte
-offset stored in ``_segments`` up to the last complete line, loads all chunks in
-one ``read_json`` pass and inserts them (runs, model and tool calls, eval results
-and eval runs) with the new offsets in one transaction:
-an ingest killed half-way loses and duplicates nothing. A segment whose writer
-is gone (its ``flock`` can be taken) is deleted once fully ingested, and its runs
-that never finished are marked ``interrupted``.
+Runs under the store's exclusive lock. Each pass takes up to ``_PASS_BYTES`` of
+new lines: a segment whose writer is gone (its ``flock`` can be taken) and that
+was never read is parsed in place; from any other segment the complete lines
+after the byte offset stored in ``_segments`` are copied to a scratch file. One
+``read_json`` loads the pass into temporary tables (only the columns of the
+kinds it holds: the reader's cost grows with the columns it fills), and
+set-based statements insert it (runs, model and tool calls, memory, eval and
+alert events) with the new offsets in a transaction, which later passes join up
+to ``_TRANSACTION_BYTES``: an ingest killed half-way loses and duplicates
+nothing. A call whose ``id`` is already stored is skipped.
+
+A segment whose writer is gone is deleted once fully ingested. Writers start a
+new segment every ``ROTATE_BYTES`` (see :mod:`agentlab.tracing.writer`), so
+segments do not grow without bound; the runs of a writer none of whose segments
+is left that never finished are marked ``interrupted``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agentlab.events import EVENT_KINDS
-from agentlab.tracing.writer import CREATING_SUFFIX, SEGMENT_SUFFIX, segments_dir
+from agentlab.events import EVENT_KINDS, Event
+from agentlab.tracing.writer import (
+    CREATING_SUFFIX,
+    SEGMENT_SUFFIX,
+    WRITER_PATTERN,
+    segments_dir,
+    writer_of,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -31,7 +47,8 @@ __all__ = ["ingest"]
 
 log = logging.getLogger("agentlab.tracing")
 
-_PASS_BYTES = 64 << 20  # read about this much per transaction
+_PASS_BYTES = 256 << 20  # parse about this much at a time
+_TRANSACTION_BYTES = 512 << 20  # commit once a transaction holds this much
 _STALE_CREATING_S = 3600.0  # a writer killed between create and rename leaves this
 
 # Every field of every event kind, with the type it is read as.
@@ -132,39 +149,129 @@ _COLUMNS = {
 }
 
 
+def _fields_by_kind() -> dict[str, tuple[str, ...]]:
+    """The fields of every event kind (``kind`` first)."""
+    kinds: dict[str, tuple[str, ...]] = {}
+    for cls in typing.get_args(typing.get_args(Event)[0]):
+        fields = dataclasses.fields(cls)
+        kind = next(f.default for f in fields if f.name == "kind")
+        kinds[str(kind)] = tuple(f.name for f in fields)
+    return kinds
+
+
+_FIELDS = _fields_by_kind()
+_CORE_KINDS = ("run_started", "model_call", "tool_call", "run_finished")
+_CORE_COLUMNS = {n: _COLUMNS[n] for k in _CORE_KINDS for n in _FIELDS[k]}
+_RARE_COLUMNS = {n: _COLUMNS[n] for k in _FIELDS if k not in _CORE_KINDS for n in _FIELDS[k]}
+
+
 def _ts(column: str) -> str:
     """SQL turning float epoch seconds into a UTC TIMESTAMP."""
     return f"make_timestamp(CAST(round({column} * 1e6) AS BIGINT))"
 
 
 _LOAD = """
-CREATE OR REPLACE TEMP TABLE _batch AS
+CREATE OR REPLACE TEMP TABLE {table} AS
 SELECT * EXCLUDE (filename), parse_filename(filename) AS segment
 FROM read_json($files, format = 'newline_delimited', columns = $columns, filename = true,
                ignore_errors = true, maximum_object_size = 1073741824)
+WHERE {where}
+"""
+# Every line with the fields of runs, model calls and tool calls (most lines):
+# DuckDB's JSON reader costs about in proportion to the columns it fills.
+_LOAD_BATCH = _LOAD.format(table="_batch", where="true")
+# The other kinds' lines, with their fields, when a pass has any.
+_LOAD_RARE = _LOAD.format(table="_rare", where="kind IN (SELECT unnest($kinds::VARCHAR[]))")
+
+# One row per run the pass touches: its start, its latest finish, the segment of
+# its latest step, and whether the store already has the run.
+_PASS_RUNS = f"""
+CREATE OR REPLACE TEMP TABLE _runs AS
+WITH s AS (
+    SELECT run_id, true AS started, agent, model, input, {_ts("started_at")} AS started_at,
+           metadata, segment AS s_segment, session, "user" AS user_id, limits
+    FROM _batch WHERE kind = 'run_started' AND run_id IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY run_id) = 1
+), f AS (
+    SELECT run_id, true AS finished, status, output, explanation, steps, input_tokens,
+           output_tokens, cost, latency_ms, {_ts("ended_at")} AS ended_at,
+           segment AS f_segment, failure
+    FROM _batch WHERE kind = 'run_finished' AND run_id IS NOT NULL AND status IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ended_at DESC) = 1
+), t AS (
+    SELECT run_id, true AS touched, max(segment) AS t_segment FROM _batch
+    WHERE kind IN ('model_call', 'tool_call', 'tool_call_started') AND run_id IS NOT NULL
+    GROUP BY run_id
+)
+SELECT *, run_id IN (  -- probes the runs' index when the pass has few runs
+    SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM _batch)) AS stored
+FROM s FULL JOIN f USING (run_id) FULL JOIN t USING (run_id)
 """
 
-_INSERT_STARTED = f"""
-INSERT INTO runs (run_id, agent, model, input, status, started_at, metadata, segment, session,
-                  user_id, limits)
-SELECT run_id, agent, model, input, 'running', {_ts("started_at")}, metadata, segment, session,
-       "user", limits
-FROM _batch WHERE kind = 'run_started' AND run_id IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY run_id) = 1
-ON CONFLICT (run_id) DO UPDATE SET
-    agent = excluded.agent, model = excluded.model, input = excluded.input,
-    started_at = excluded.started_at, metadata = excluded.metadata, session = excluded.session,
-    user_id = excluded.user_id, limits = excluded.limits
+# Runs the store has: a start overwrites what the run was started with; a step of a
+# run the store marked interrupted (no ended_at) makes it running again; a finish
+# sets the outcome and clears what a paused run waited for.
+_STARTED_SETS = ", ".join(
+    f"{c} = CASE WHEN u.started THEN u.{c} ELSE runs.{c} END"
+    for c in ("agent", "model", "input", "started_at", "metadata", "session", "user_id", "limits")
+)
+_OUTCOME = ("output", "steps", "input_tokens", "output_tokens", "cost", "latency_ms")
+_FINISHED_SETS = ", ".join(
+    f"{c} = CASE WHEN u.finished THEN u.{c} ELSE runs.{c} END"
+    for c in (*_OUTCOME, "ended_at", "failure")
+)
+_REVIVED = "u.touched AND runs.status = 'interrupted' AND runs.ended_at IS NULL"
+_UPDATE_RUNS = f"""
+UPDATE runs SET {_STARTED_SETS}, {_FINISHED_SETS},
+    status = CASE WHEN u.finished THEN u.status WHEN {_REVIVED} THEN 'running'
+                  ELSE runs.status END,
+    explanation = CASE WHEN u.finished THEN u.explanation WHEN {_REVIVED} THEN NULL
+                       ELSE runs.explanation END,
+    pending = CASE WHEN u.finished THEN NULL ELSE runs.pending END,
+    segment = coalesce(u.f_segment, u.t_segment, runs.segment)
+FROM _runs AS u
+WHERE runs.run_id = u.run_id AND runs.run_id IN (SELECT run_id FROM _runs WHERE stored)
+"""
+
+# Runs new to the store (a run only seen through its steps waits for its start or finish).
+_INSERT_RUNS = """
+INSERT INTO runs (run_id, agent, model, input, status, output, explanation, steps,
+                  input_tokens, output_tokens, cost, latency_ms, started_at, ended_at, metadata,
+                  segment, session, user_id, failure, limits)
+SELECT run_id, agent, model, input, coalesce(status, 'running'), output, explanation, steps,
+       input_tokens, output_tokens, cost, latency_ms, started_at, ended_at, metadata,
+       coalesce(f_segment, t_segment, s_segment), session, user_id, failure, limits
+FROM _runs WHERE NOT stored AND (started OR finished)
+"""
+
+# Calls whose id is not stored yet. The stored ids are looked up among the pass's
+# runs only (through the run_id index when they are few).
+_NEW_CALLS = """
+FROM _batch
+WHERE kind = '{kind}' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
+  AND id NOT IN (SELECT id FROM {table} WHERE run_id IN (
+      SELECT run_id FROM _batch WHERE kind = '{kind}'))
+"""
+
+# A call id written twice: only its first line counts (rare, so checked first).
+_REPEATED_IDS = """
+SELECT count(*) FROM (SELECT 1 FROM _batch WHERE kind IN ('model_call', 'tool_call')
+                      GROUP BY kind, id HAVING count(*) > 1)
+"""
+_DROP_REPEATED_IDS = """
+DELETE FROM _batch WHERE rowid IN (
+    SELECT rowid FROM _batch WHERE kind IN ('model_call', 'tool_call') AND id IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY kind, id ORDER BY rowid) > 1)
 """
 
 _INSERT_MODEL_CALLS = f"""
-INSERT INTO model_calls
+INSERT INTO model_calls (id, run_id, step, model, messages, context_messages, tools, response,
+                         input_tokens, output_tokens, cost, latency_ms, status, error,
+                         started_at, attempts, served_by, route)
 SELECT id, run_id, step, model, messages, context_messages, tools, response,
        input_tokens, output_tokens, cost, latency_ms, status, error, {_ts("started_at")},
        attempts, served_by, route
-FROM _batch
-WHERE kind = 'model_call' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
-ON CONFLICT DO NOTHING
+{_NEW_CALLS.format(kind="model_call", table="model_calls")}
 """
 
 _INSERT_TOOL_CALLS = f"""
@@ -174,15 +281,13 @@ INSERT INTO tool_calls (id, run_id, step, tool, arguments, result, status, error
 SELECT id, run_id, step, tool, arguments, result, status, error, latency_ms,
        {_ts("started_at")}, cache, saved_cost, saved_latency_ms, call_id,
        served_by, fallback
-FROM _batch
-WHERE kind = 'tool_call' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
-ON CONFLICT DO NOTHING
+{_NEW_CALLS.format(kind="tool_call", table="tool_calls")}
 """
 
 _INSERT_TOOL_STARTS = f"""
 INSERT INTO tool_call_starts
 SELECT "key", run_id, step, tool, call_id, arguments, {_ts("started_at")}
-FROM _batch
+FROM _rare
 WHERE kind = 'tool_call_started' AND "key" IS NOT NULL AND run_id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
@@ -190,44 +295,18 @@ ON CONFLICT DO NOTHING
 _INSERT_DECISIONS = f"""
 INSERT INTO run_decisions
 SELECT run_id, decision->>'key', decision, {_ts("resumed_at")}
-FROM _batch
+FROM _rare
 WHERE kind = 'run_resumed' AND run_id IS NOT NULL AND decision->>'key' IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
-# Remember which segment last wrote to each run; a run the store marked
-# interrupted (no ended_at) that gets new steps is running again.
-_TOUCH_RUNS = """
-UPDATE runs SET
-    segment = t.segment,
-    status = CASE WHEN runs.status = 'interrupted' AND runs.ended_at IS NULL
-                  THEN 'running' ELSE runs.status END,
-    explanation = CASE WHEN runs.status = 'interrupted' AND runs.ended_at IS NULL
-                       THEN NULL ELSE runs.explanation END
-FROM (SELECT run_id, max(segment) AS segment FROM _batch
-      WHERE kind IN ('model_call', 'tool_call', 'tool_call_started') GROUP BY run_id) AS t
-WHERE runs.run_id = t.run_id
-"""
-
-_INSERT_FINISHED = f"""
-INSERT INTO runs (run_id, status, output, explanation, steps, input_tokens, output_tokens,
-                  cost, latency_ms, ended_at, segment, failure)
-SELECT run_id, status, output, explanation, steps, input_tokens, output_tokens, cost,
-       latency_ms, {_ts("ended_at")}, segment, failure
-FROM _batch WHERE kind = 'run_finished' AND run_id IS NOT NULL AND status IS NOT NULL
-QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY ended_at DESC) = 1
-ON CONFLICT (run_id) DO UPDATE SET
-    status = excluded.status, output = excluded.output, explanation = excluded.explanation,
-    steps = excluded.steps, input_tokens = excluded.input_tokens,
-    output_tokens = excluded.output_tokens, cost = excluded.cost,
-    latency_ms = excluded.latency_ms, ended_at = excluded.ended_at, segment = excluded.segment,
-    failure = excluded.failure, pending = NULL
-"""
-
-_MARK_INTERRUPTED = """
+# The unfinished runs of writers that are gone: what their steps recorded.
+_MARK_INTERRUPTED = f"""
 WITH orphans AS (
     SELECT run_id FROM runs
-    WHERE status = 'running' AND segment IN (SELECT unnest($dead::VARCHAR[]))
+    WHERE status = 'running'
+      AND coalesce(nullif(regexp_extract(segment, '{WRITER_PATTERN}'), ''), segment)
+          IN (SELECT unnest($dead::VARCHAR[]))
 ), m AS (
     SELECT run_id, max(step) AS step, sum(input_tokens) AS input_tokens,
            sum(output_tokens) AS output_tokens, sum(cost) AS cost
@@ -254,7 +333,7 @@ _INSERT_CONTEXT_WINDOWS = f"""
 INSERT INTO context_windows
 SELECT id, run_id, step, budget, tokens, counter, kept, dropped, summarized, summary, pinned,
        memories, summary_input_tokens, summary_output_tokens, summary_cost, {_ts("started_at")}
-FROM _batch
+FROM _rare
 WHERE kind = 'context_window' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
 ON CONFLICT DO NOTHING
 """
@@ -263,7 +342,7 @@ _INSERT_RETRIEVALS = f"""
 INSERT INTO memory_retrievals
 SELECT id, run_id, step, source, mode, query, filters, k, hits, entered, latency_ms,
        {_ts("started_at")}
-FROM _batch
+FROM _rare
 WHERE kind = 'memory_retrieval' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
 ON CONFLICT DO NOTHING
 """
@@ -271,7 +350,7 @@ ON CONFLICT DO NOTHING
 _INSERT_MEMORY_OPS = f"""
 INSERT INTO memory_ops
 SELECT id, run_id, step, tier, op, namespace, key, hit, ttl, detail, {_ts("started_at")}
-FROM _batch
+FROM _rare
 WHERE kind = 'memory_op' AND id IS NOT NULL AND run_id IS NOT NULL AND step IS NOT NULL
 ON CONFLICT DO NOTHING
 """
@@ -280,7 +359,7 @@ _INSERT_EVAL_RESULTS = f"""
 INSERT INTO eval_results
 SELECT eval_id, case_id, run_id, passed, score, explanation, scorer, tags, calls_expected,
        calls_made, calls_matched, steps, cost, latency_ms, {_ts("ended_at")}
-FROM _batch WHERE kind = 'eval_case_result' AND eval_id IS NOT NULL AND case_id IS NOT NULL
+FROM _rare WHERE kind = 'eval_case_result' AND eval_id IS NOT NULL AND case_id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -288,21 +367,21 @@ _INSERT_EVAL_RUNS = f"""
 INSERT INTO eval_runs
 SELECT eval_id, name, dataset, agent, model, cases, metrics, metadata, {_ts("started_at")},
        {_ts("ended_at")}
-FROM _batch WHERE kind = 'eval_run' AND eval_id IS NOT NULL
+FROM _rare WHERE kind = 'eval_run' AND eval_id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
 _INSERT_BREAKER_TRANSITIONS = f"""
 INSERT INTO breaker_transitions
 SELECT id, run_id, step, breaker, from_state, to_state, failures, reason, {_ts("started_at")}
-FROM _batch WHERE kind = 'breaker_transition' AND id IS NOT NULL
+FROM _rare WHERE kind = 'breaker_transition' AND id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
 _INSERT_ALERTS = f"""
 INSERT INTO alerts
 SELECT id, run_id, step, alert, message, CAST(detail AS JSON), stopped, {_ts("started_at")}
-FROM _batch WHERE kind = 'alert' AND id IS NOT NULL AND run_id IS NOT NULL
+FROM _rare WHERE kind = 'alert' AND id IS NOT NULL AND run_id IS NOT NULL
 ON CONFLICT DO NOTHING
 """
 
@@ -314,7 +393,7 @@ UPDATE runs SET
     checkpoint = CASE WHEN p.kind = 'run_paused' THEN p.checkpoint ELSE runs.checkpoint END,
     explanation = CASE WHEN runs.status = 'interrupted' THEN NULL ELSE runs.explanation END,
     segment = p.segment
-FROM (SELECT run_id, kind, pending, checkpoint, segment FROM _batch
+FROM (SELECT run_id, kind, pending, checkpoint, segment FROM _rare
       WHERE kind IN ('run_paused', 'run_resumed')
       QUALIFY row_number() OVER (
           PARTITION BY run_id ORDER BY coalesce(paused_at, resumed_at) DESC) = 1) AS p
@@ -331,6 +410,28 @@ ON CONFLICT (name) DO UPDATE SET "offset" = excluded."offset"
 _PRUNE_OFFSETS = "DELETE FROM _segments WHERE name NOT IN (SELECT unnest($names::VARCHAR[]))"
 
 
+# The statements of a pass, in order, each with the event kinds it reads: a pass
+# runs only those whose kinds it holds.
+_RUN_KINDS = ("run_started", "run_finished", "model_call", "tool_call", "tool_call_started")
+_STATEMENTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (_RUN_KINDS, _PASS_RUNS),
+    (_RUN_KINDS, _UPDATE_RUNS),
+    (_RUN_KINDS, _INSERT_RUNS),
+    (("model_call",), _INSERT_MODEL_CALLS),
+    (("tool_call",), _INSERT_TOOL_CALLS),
+    (("tool_call_started",), _INSERT_TOOL_STARTS),
+    (("run_resumed",), _INSERT_DECISIONS),
+    (("context_window",), _INSERT_CONTEXT_WINDOWS),
+    (("memory_retrieval",), _INSERT_RETRIEVALS),
+    (("memory_op",), _INSERT_MEMORY_OPS),
+    (("eval_case_result",), _INSERT_EVAL_RESULTS),
+    (("eval_run",), _INSERT_EVAL_RUNS),
+    (("breaker_transition",), _INSERT_BREAKER_TRANSITIONS),
+    (("alert",), _INSERT_ALERTS),
+    (("run_paused", "run_resumed"), _PAUSES),
+)
+
+
 @dataclass
 class _Segment:
     name: str
@@ -340,6 +441,14 @@ class _Segment:
     offset: int  # bytes already ingested
     size: int
     done: bool = False  # nothing left to read in this ingest
+
+
+@dataclass
+class _Pass:
+    files: list[str]  # files to load
+    copies: list[str]  # the scratch copies among them
+    advanced: list[_Segment]  # the segments it reads
+    size: int  # bytes
 
 
 def ingest(con: duckdb.DuckDBPyConnection, workspace: Path) -> int:
@@ -352,20 +461,13 @@ def ingest(con: duckdb.DuckDBPyConnection, workspace: Path) -> int:
         shutil.rmtree(stale, ignore_errors=True)
     offsets: dict[str, int] = dict(con.execute('SELECT name, "offset" FROM _segments').fetchall())
     segments = _open_segments(directory, offsets)
-    listed = [s.name for s in segments]
-    total = 0
     tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=scratch))
     try:
-        while True:
-            ingested, more = _ingest_pass(con, segments, listed, tmp)
-            total += ingested
-            if not more:
-                break
+        return _Passes(con, directory, segments, tmp).run()
     finally:
         for segment in segments:
             os.close(segment.fd)
         shutil.rmtree(tmp, ignore_errors=True)
-    return total
 
 
 def _open_segments(directory: Path, offsets: dict[str, int]) -> list[_Segment]:
@@ -418,13 +520,23 @@ def _read_chunk(segment: _Segment, budget: int) -> bytes:
     return data[:end]
 
 
-def _ingest_pass(
-    con: duckdb.DuckDBPyConnection, segments: list[_Segment], listed: list[str], tmp: Path
-) -> tuple[int, bool]:
-    """One transaction; returns (events ingested, whether data is left for another)."""
+def _whole(segment: _Segment) -> bool:
+    """Whether the segment can be parsed in place: its writer is gone, nothing of it
+    was read yet, it ends with a complete line and fits in one pass."""
+    return (
+        segment.dead
+        and segment.offset == 0
+        and 0 < segment.size <= _PASS_BYTES
+        and os.pread(segment.fd, 1, segment.size - 1) == b"\n"
+    )
+
+
+def _plan_pass(segments: list[_Segment], tmp: Path) -> _Pass:
+    """Choose the next pass's lines (copying them to `tmp` where they cannot be read in
+    place)."""
     budget = _PASS_BYTES
     files: list[str] = []
-    lines = 0
+    copies: list[str] = []
     advanced: list[_Segment] = []
     for segment in segments:
         if segment.done:
@@ -434,70 +546,147 @@ def _ingest_pass(
             continue
         if budget <= 0:
             break
-        chunk = _read_chunk(segment, budget)
-        budget -= len(chunk)
-        if chunk:
-            path = tmp / segment.name
-            path.write_bytes(chunk)
-            files.append(str(path))
-            lines += chunk.count(b"\n")
-        segment.offset += len(chunk)
+        if _whole(segment):
+            if segment.size > budget:
+                break
+            files.append(str(segment.path))
+            budget -= segment.size
+            segment.offset = segment.size
+            segment.done = True
+        else:
+            chunk = _read_chunk(segment, budget)
+            budget -= len(chunk)
+            if chunk:
+                path = tmp / segment.name
+                path.write_bytes(chunk)
+                files.append(str(path))
+                copies.append(str(path))
+            segment.offset += len(chunk)
         advanced.append(segment)
-    finished = [s for s in segments if s.dead and s.done and s.path.exists()]
-    if not advanced and not finished:
-        return 0, False
+    return _Pass(files, copies, advanced, _PASS_BYTES - budget)
 
-    ingested = 0
-    con.execute("BEGIN TRANSACTION")
-    try:
-        if files:
-            con.execute(_LOAD, {"files": files, "columns": _COLUMNS})
-            ingested = _count_valid(con, lines)
-            con.execute(_INSERT_STARTED)
-            con.execute(_INSERT_MODEL_CALLS)
-            con.execute(_INSERT_TOOL_CALLS)
-            con.execute(_INSERT_TOOL_STARTS)
-            con.execute(_INSERT_DECISIONS)
-            con.execute(_TOUCH_RUNS)
-            con.execute(_INSERT_FINISHED)
-            con.execute(_INSERT_CONTEXT_WINDOWS)
-            con.execute(_INSERT_RETRIEVALS)
-            con.execute(_INSERT_MEMORY_OPS)
-            con.execute(_INSERT_EVAL_RESULTS)
-            con.execute(_INSERT_EVAL_RUNS)
-            con.execute(_INSERT_BREAKER_TRANSITIONS)
-            con.execute(_INSERT_ALERTS)
-            con.execute(_PAUSES)
-        if finished:
-            con.execute(_MARK_INTERRUPTED, {"dead": [s.name for s in finished]})
+
+class _Passes:
+    """The passes of one ingest, in order. Passes share a transaction until it holds
+    ``_TRANSACTION_BYTES``: each commit rewrites the tables' last, partly filled row
+    group, so fewer commits cost less."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        directory: Path,
+        segments: list[_Segment],
+        tmp: Path,
+    ) -> None:
+        self.con = con
+        self.directory = directory
+        self.segments = segments
+        self.listed = [s.name for s in segments]
+        self.tmp = tmp
+        self.claimed: set[str] = set()  # segments to delete once their transaction commits
+
+    def run(self) -> int:
+        con = self.con
+        finished: list[_Segment] = []  # by the open transaction
+        size = -1  # bytes in the open transaction; -1: none is open
+        total = 0
+        try:
+            while True:
+                step = _plan_pass(self.segments, self.tmp)
+                done = [
+                    s for s in self.segments if s.dead and s.done and s.name not in self.claimed
+                ]
+                if not step.advanced and not done:
+                    break
+                self.claimed.update(s.name for s in done)
+                if size < 0:
+                    con.execute("BEGIN TRANSACTION")
+                    size = 0
+                total += self._write(con, self._load(con, step), step.advanced, done)
+                finished += done
+                size += step.size
+                if size >= _TRANSACTION_BYTES:
+                    size = -1
+                    con.execute("COMMIT")
+                    _delete(finished)
+                    finished = []
+            if size >= 0:
+                size = -1
+                con.execute("COMMIT")
+                _delete(finished)
+        except BaseException:
+            if size >= 0:
+                con.execute("ROLLBACK")
+            raise
+        return total
+
+    def _load(self, con: duckdb.DuckDBPyConnection, step: _Pass) -> dict[str | None, int]:
+        """Parse the pass's lines into temporary tables; return the lines per kind."""
+        if not step.files:
+            return {}
+        try:
+            con.execute(_LOAD_BATCH, {"files": step.files, "columns": _CORE_COLUMNS})
+            kinds = _kinds(con)
+            rare = [k for k in _FIELDS if k in kinds and k not in _CORE_KINDS]
+            if rare:
+                con.execute(
+                    _LOAD_RARE, {"files": step.files, "columns": _RARE_COLUMNS, "kinds": rare}
+                )
+        finally:
+            for name in step.copies:
+                os.unlink(name)
+        if con.execute(_REPEATED_IDS).fetchall()[0][0]:
+            con.execute(_DROP_REPEATED_IDS)
+        return kinds
+
+    def _write(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        kinds: dict[str | None, int],
+        advanced: list[_Segment],
+        finished: list[_Segment],
+    ) -> int:
+        """Write one pass in the open transaction; return its events."""
+        for reads, statement in _STATEMENTS:
+            if not kinds.keys().isdisjoint(reads):
+                con.execute(statement)
+        gone = _gone_writers(self.directory, finished, self.claimed)
+        if gone:
+            con.execute(_MARK_INTERRUPTED, {"dead": gone})
         if advanced:
             con.execute(
                 _SAVE_OFFSETS,
                 {"names": [s.name for s in advanced], "offsets": [s.offset for s in advanced]},
             )
-        con.execute(_PRUNE_OFFSETS, {"names": listed})
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    finally:
-        for name in files:
-            os.unlink(name)
-    # Only after the commit: a crash before this line leaves the file to be
-    # finished again (idempotently) by the next ingest.
+        con.execute(_PRUNE_OFFSETS, {"names": self.listed})
+        return sum(n for kind, n in kinds.items() if kind in EVENT_KINDS)
+
+
+def _delete(finished: list[_Segment]) -> None:
+    """Delete the segments a committed transaction finished. Only after the commit: a
+    crash before this leaves a file to be finished again (idempotently) by the next
+    ingest."""
     for segment in finished:
         segment.path.unlink(missing_ok=True)
-    more = any(not s.done for s in segments)
-    return ingested, more
 
 
-def _count_valid(con: duckdb.DuckDBPyConnection, lines: int) -> int:
-    """Events of a known kind in the batch; warn about lines that are not."""
-    rows = con.execute(
-        "SELECT count(*) FILTER (WHERE kind IN "
-        f"({', '.join(repr(k) for k in EVENT_KINDS)})) FROM _batch"
-    ).fetchall()
-    valid: int = rows[0][0]
-    if valid < lines:
-        log.warning("ignored %d trace lines that are not events agentlab knows", lines - valid)
-    return valid
+def _kinds(con: duckdb.DuckDBPyConnection) -> dict[str | None, int]:
+    """Lines per event kind in the batch; warn about lines that are not events."""
+    kinds: dict[str | None, int] = dict(
+        con.execute("SELECT kind, count(*) FROM _batch GROUP BY kind").fetchall()
+    )
+    unknown = sum(n for kind, n in kinds.items() if kind not in EVENT_KINDS)
+    if unknown:
+        log.warning("ignored %d trace lines that are not events agentlab knows", unknown)
+    return kinds
+
+
+def _gone_writers(directory: Path, finished: list[_Segment], claimed: set[str]) -> list[str]:
+    """The writers of the `finished` segments that left no other segment than those
+    being finished (`claimed`): they are gone, as a live writer creates its next
+    segment before it lets go of the last."""
+    gone = {writer_of(s.name) for s in finished}
+    for name in os.listdir(directory) if gone else ():
+        if name.endswith(SEGMENT_SUFFIX) and name not in claimed:
+            gone.discard(writer_of(name))
+    return sorted(gone)

@@ -239,6 +239,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        8,
+        "scale: model_calls and tool_calls indexed by run_id instead of a primary key on id",
+        # A unique index on id cost most of the ingest time at a million spans; ingest
+        # now skips ids already stored itself (agentlab.tracing.ingest), and the
+        # index on run_id serves the per-run queries and the deletes of a prune.
+        """
+        CREATE TABLE model_calls_v8 AS FROM model_calls;
+        DROP TABLE model_calls;
+        ALTER TABLE model_calls_v8 RENAME TO model_calls;
+        ALTER TABLE model_calls ALTER COLUMN run_id SET NOT NULL;
+        ALTER TABLE model_calls ALTER COLUMN step SET NOT NULL;
+        CREATE INDEX model_calls_run_id ON model_calls (run_id);
+        CREATE TABLE tool_calls_v8 AS FROM tool_calls;
+        DROP TABLE tool_calls;
+        ALTER TABLE tool_calls_v8 RENAME TO tool_calls;
+        ALTER TABLE tool_calls ALTER COLUMN run_id SET NOT NULL;
+        ALTER TABLE tool_calls ALTER COLUMN step SET NOT NULL;
+        CREATE INDEX tool_calls_run_id ON tool_calls (run_id);
+        """,
+    ),
 )
 
 

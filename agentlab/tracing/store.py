@@ -1,10 +1,11 @@
 """The trace store: DuckDB tables over the events every process writes.
 
 Queries always see every event written so far: each one takes the workspace's
-lock file, opens ``traces.duckdb``, applies pending migrations, ingests the new
-segment lines, runs, and closes the database again. DuckDB lets one process
-open a file at a time, so no connection is kept between calls. (``duckdb`` is
-imported on first query: processes that only write traces never load it.)
+lock file, attaches ``traces.duckdb`` (:mod:`agentlab.tracing.attach`), applies
+pending migrations, ingests the new segment lines, runs, and detaches the file
+again. DuckDB lets one process open a file at a time, so no process keeps it
+open between calls. (``duckdb`` is imported on first query: processes that only
+write traces never load it.)
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentlab.errors import MissingExtraError, TraceStoreError
+from agentlab.errors import MissingExtraError, TraceStoreError, UserError
+from agentlab.tracing.attach import attached
 from agentlab.tracing.ingest import ingest
+from agentlab.tracing.queries import COST_BY_DAY, RUNS, STEPS
+from agentlab.tracing.retention import (
+    CompactReport,
+    PruneReport,
+    compact_into,
+    prune_rows,
+    swap_in,
+)
 from agentlab.tracing.schema import migrate
 from agentlab.tracing.writer import TraceWriter, get_writer, shared_writer
 from agentlab.workspace import resolve_workspace
@@ -32,24 +43,6 @@ __all__ = ["TraceStore"]
 
 Params = Sequence[Any] | dict[str, Any] | None
 
-_STEPS = """
-SELECT step, 'model_call' AS kind, model AS name, status, input_tokens, output_tokens, cost,
-       latency_ms, started_at, CAST(messages AS VARCHAR) AS input,
-       CAST(response AS VARCHAR) AS output, error, id
-FROM model_calls WHERE run_id = $run_id
-UNION ALL
-SELECT step, 'tool_call', tool, status, NULL, NULL, NULL, latency_ms, started_at, arguments,
-       result, error, id
-FROM tool_calls WHERE run_id = $run_id
-ORDER BY step, started_at, kind
-"""
-
-_RUNS = """
-SELECT run_id, agent, model, status, steps, input_tokens, output_tokens, cost, latency_ms,
-       started_at, ended_at, input, output, explanation
-FROM runs ORDER BY started_at DESC NULLS LAST, run_id LIMIT ?
-"""
-
 
 class TraceStore:
     """The traces of one workspace (default: ``$AGENTLAB_WORKSPACE`` or ``./.agentlab``).
@@ -57,6 +50,7 @@ class TraceStore:
     Tables: ``runs``, ``model_calls``, ``tool_calls`` (times are UTC ``TIMESTAMP``;
     messages, responses and metadata are ``JSON``) and ``schema_migrations``.
     `lock_timeout` bounds the wait for another process's query or ingest.
+    :meth:`prune` deletes old runs and :meth:`compact` gives their space back.
     """
 
     def __init__(
@@ -105,7 +99,7 @@ class TraceStore:
 
     def runs(self, limit: int = 20) -> pd.DataFrame:
         """The latest `limit` runs, newest first."""
-        return self.df(_RUNS, [limit])
+        return self.df(RUNS, {"limit": limit})
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """One run as a dict (``metadata`` decoded), or None if unknown."""
@@ -127,25 +121,91 @@ class TraceStore:
         ``input`` is the new messages (model) or the arguments (tool); ``output`` is
         the response (model) or the result (tool).
         """
-        return self.df(_STEPS, {"run_id": run_id})
+        return self.df(STEPS, {"run_id": run_id})
+
+    def cost_by_day(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        agent: str | None = None,
+    ) -> pd.DataFrame:
+        """Model calls, tokens and cost per agent per UTC day (``day``, ``agent``,
+        ``model_calls``, ``input_tokens``, ``output_tokens``, ``cost``), oldest first.
+
+        `since` (inclusive) and `until` (exclusive) bound the calls' start times
+        (naive datetimes are UTC); `agent` keeps one agent.
+        """
+        return self.df(COST_BY_DAY, {"since": _utc(since), "until": _utc(until), "agent": agent})
+
+    def prune(
+        self, older_than: timedelta, *, dry_run: bool = False, compact: bool = True
+    ) -> PruneReport:
+        """Delete the runs whose last moment is more than `older_than` ago, with all
+        their rows (see :mod:`agentlab.tracing.retention` for what is kept), in one
+        transaction; then :meth:`compact` the file (unless `compact` is False or
+        nothing went). `dry_run` counts what would go and changes nothing.
+        """
+        if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
+            raise UserError(
+                f"older_than must be a positive datetime.timedelta, not {older_than!r}; "
+                "e.g. timedelta(days=30) (agentlab.tracing.retention.parse_age reads '30d')"
+            )
+        cutoff = datetime.now(UTC).replace(tzinfo=None) - older_than
+        deadline = time.monotonic() + self.lock_timeout
+        self._flush_own()
+        with self._locked(deadline):
+            with self._attached(deadline) as (con, _):
+                rows = prune_rows(con, cutoff, dry_run)
+            compacted = None
+            if compact and not dry_run and any(rows.values()):
+                compacted = self._compact_locked(deadline)
+        return PruneReport(cutoff, dry_run, rows, compacted)
+
+    def compact(self) -> CompactReport:
+        """Rewrite ``traces.duckdb`` without the space deleted rows left (DuckDB reuses
+        that space but never gives it back): copy it to a fresh file, swap atomically.
+        Other processes' queries wait meanwhile; writers go on writing."""
+        deadline = time.monotonic() + self.lock_timeout
+        self._flush_own()
+        with self._locked(deadline):
+            return self._compact_locked(deadline)
+
+    def _compact_locked(self, deadline: float) -> CompactReport:
+        started = time.perf_counter()
+        before = self.path.stat().st_size if self.path.exists() else 0
+        target = self.workspace / ".traces.compact.duckdb"
+        with self._attached(deadline) as (con, _):
+            compact_into(con, target)
+        try:
+            swap_in(target, self.path)
+        except OSError as exc:
+            raise TraceStoreError(f"cannot compact {self.path}: {exc}") from exc
+        return CompactReport(before, self.path.stat().st_size, time.perf_counter() - started)
 
     @contextmanager
     def _session(self) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+        deadline = time.monotonic() + self.lock_timeout
+        self._flush_own()
+        with self._locked(deadline), self._attached(deadline) as session:
+            yield session
+
+    def _flush_own(self) -> None:
+        """Write out this process's buffered events, so the session ingests them."""
+        writer = shared_writer(self.workspace)
+        if writer is not None:
+            writer.flush()
+
+    @contextmanager
+    def _attached(self, deadline: float) -> Iterator[tuple[duckdb.DuckDBPyConnection, int]]:
+        """Under the lock: the store attached, migrated and up to date."""
         import duckdb
 
-        deadline = time.monotonic() + self.lock_timeout
-        writer = shared_writer(self.workspace)
-        if writer is not None:  # this process's buffered events first
-            writer.flush()
-        with self._locked(deadline):
-            con = self._open(deadline)
+        with attached(self.path, deadline) as con:
             try:
                 migrate(con)
                 yield con, ingest(con, self.workspace)
             except duckdb.Error as exc:
                 raise TraceStoreError(f"trace store {self.path}: {exc}") from exc
-            finally:
-                con.close()
 
     @contextmanager
     def _locked(self, deadline: float) -> Iterator[None]:
@@ -168,20 +228,12 @@ class TraceStore:
         finally:
             os.close(fd)  # releases the lock
 
-    def _open(self, deadline: float) -> duckdb.DuckDBPyConnection:
-        import duckdb
 
-        while True:
-            try:
-                return duckdb.connect(str(self.path))
-            except duckdb.IOException as exc:
-                # Someone opened the file directly (DuckDB allows one process).
-                if time.monotonic() >= deadline:
-                    raise TraceStoreError(
-                        f"cannot open {self.path}: {exc}. Another program has it open; "
-                        "close it and query through agentlab.tracing.TraceStore instead"
-                    ) from exc
-                time.sleep(0.05)
+def _utc(when: datetime | None) -> datetime | None:
+    """`when` as the naive UTC datetime the store's TIMESTAMP columns hold."""
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(UTC).replace(tzinfo=None)
 
 
 def _execute(

@@ -1,19 +1,23 @@
-"""Trace writers: every process appends events to its own segment file.
+"""Trace writers: every process appends events to its own segment files.
 
 A DuckDB file can be opened by one process only, and agents run in many
-processes at once, so writers never touch DuckDB. Each process appends one JSON
+processes at once, so writers never touch DuckDB. Each writer appends one JSON
 line per event (secrets redacted, readable by its owner only) to
-``WORKSPACE/traces/segments/<pid>-<random>.jsonl`` and holds an
-exclusive ``flock`` on that file while it lives: the trace store ingests the
-lines into DuckDB and can tell a live segment (locked) from one whose writer is
-gone (unlocked).
+``WORKSPACE/traces/segments/<pid>-<random>-<n>.jsonl`` and holds an exclusive
+``flock`` on that file while it writes to it: the trace store ingests the lines
+into DuckDB and can tell a live segment (locked) from one whose writer let go of
+it (unlocked), then deletes it. Past ``ROTATE_BYTES`` a writer starts segment
+``n + 1`` (locked before the last one is released), so a long-lived process does
+not grow one file forever; ``<pid>-<random>`` names the writer.
 """
 
 from __future__ import annotations
 
 import atexit
 import fcntl
+import logging
 import os
+import re
 import secrets
 import threading
 import weakref
@@ -24,11 +28,21 @@ from agentlab.events import Event, dump_event
 from agentlab.redact import default_redactor
 from agentlab.workspace import resolve_workspace
 
-__all__ = ["TraceWriter", "close_writers", "get_writer", "segments_dir"]
+__all__ = ["TraceWriter", "close_writers", "get_writer", "segments_dir", "writer_of"]
+
+log = logging.getLogger("agentlab.tracing")
 
 SEGMENT_SUFFIX = ".jsonl"
 CREATING_SUFFIX = ".creating"
 _FLUSH_BYTES = 1 << 20  # a buffered writer writes out once it holds this much
+ROTATE_BYTES = 64 << 20  # a writer starts a new segment once its segment holds this much
+WRITER_PATTERN = r"^[0-9]+-[0-9a-f]+"  # the writer part of a segment's name (SQL and Python)
+
+
+def writer_of(segment: str) -> str:
+    """The writer that wrote segment file `segment` (its name's ``<pid>-<random>``)."""
+    found = re.match(WRITER_PATTERN, segment)
+    return found.group(0) if found else segment
 
 
 def segments_dir(workspace: Path) -> Path:
@@ -64,6 +78,9 @@ class TraceWriter:
         self._lock = threading.Lock()
         self._fd = -1
         self._path: Path | None = None
+        self._name = ""  # <pid>-<random>: this writer, until it is closed
+        self._seq = 0  # the current segment's number
+        self._size = 0  # bytes in the current segment
         self._buffer: list[bytes] = []
         self._buffered = 0
         _LIVE.add(self)
@@ -118,10 +135,28 @@ class TraceWriter:
             self.fsync = self.fsync or fsync
 
     def _open(self) -> None:
+        """Start writing as a new writer (after construction, close or fork)."""
+        self._name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self._seq = 0
+        self._fd, self._path = self._create(0)
+        self._size = 0
+
+    def _rotate(self) -> None:
+        """Move on to the writer's next segment; release the full one to ingest."""
+        try:
+            fd, path = self._create(self._seq + 1)
+        except TraceStoreError as exc:  # the event is written: go on with this segment
+            log.warning("%s; writing on to %s", exc, self._path)
+            return
+        os.close(self._fd)
+        self._fd, self._path, self._size = fd, path, 0
+        self._seq += 1
+
+    def _create(self, seq: int) -> tuple[int, Path]:
         # Create under a name ingest ignores, lock, then rename: ingest never
         # sees an unlocked segment whose writer is still starting.
         self._dir.mkdir(parents=True, exist_ok=True)
-        name = f"{os.getpid()}-{secrets.token_hex(6)}{SEGMENT_SUFFIX}"
+        name = f"{self._name}-{seq:06d}{SEGMENT_SUFFIX}"
         creating = self._dir / f".{name}{CREATING_SUFFIX}"
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
@@ -141,8 +176,7 @@ class TraceWriter:
             os.close(fd)
             creating.unlink(missing_ok=True)
             raise TraceStoreError(f"cannot create a trace segment in {self._dir}: {exc}") from exc
-        self._fd = fd
-        self._path = self._dir / name
+        return fd, self._dir / name
 
     def _flush_locked(self) -> None:
         if not self._buffer:
@@ -164,6 +198,9 @@ class TraceWriter:
                 os.fdatasync(self._fd)
         except OSError as exc:
             raise self._error(exc) from exc
+        self._size += len(data)
+        if self._size >= ROTATE_BYTES:
+            self._rotate()
 
     def _write_rest(self, data: bytes, written: int) -> None:
         view = memoryview(data)
@@ -216,8 +253,9 @@ def shared_writer(workspace: Path) -> TraceWriter | None:
 def close_writers() -> None:
     """Flush and close every writer of this process and forget the shared ones."""
     with _WRITERS_LOCK:
+        writers = list(_LIVE)  # before the shared ones lose their last reference
         _WRITERS.clear()
-    for writer in list(_LIVE):
+    for writer in writers:
         writer.close()
 
 
