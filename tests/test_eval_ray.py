@@ -116,6 +116,7 @@ async def test_an_agent_object_is_refused_with_what_to_pass_instead(tmp_path):
         await evaluate(agent, SUPPORT_DATASET, executor=RayExecutor(address="127.0.0.2:1"))
 
 
+@pytest.mark.slow  # waits for the connection to be refused (~2.6 s)
 async def test_an_address_where_no_cluster_answers_fails_at_once(spec):
     with pytest.raises(UserError, match=r"no Ray cluster answers at 127\.0\.0\.2:1 .*ray start"):
         await evaluate(spec, SUPPORT_DATASET, executor=RayExecutor(address="127.0.0.2:1"))

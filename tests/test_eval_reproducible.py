@@ -68,6 +68,7 @@ def differing_fields(a: Any, b: Any, path: str = "") -> set[str]:
     return set() if a == b else {path}
 
 
+@pytest.mark.slow  # evaluates the support dataset several times (~3-4 s)
 async def test_the_same_seed_gives_the_same_report_whatever_the_concurrency(spec):
     first = await evaluate(spec, SUPPORT_DATASET, concurrency=4, seed=3)
     again = await evaluate(spec, SUPPORT_DATASET, concurrency=4, seed=3)
@@ -86,6 +87,7 @@ async def test_the_same_seed_gives_the_same_report_whatever_the_concurrency(spec
     assert 0 < first.metrics.passed < first.metrics.cases
 
 
+@pytest.mark.slow  # evaluates the support dataset several times (~3-4 s)
 async def test_another_seed_draws_otherwise_and_the_seed_is_recorded(spec, tmp_path):
     three = await evaluate(spec, SUPPORT_DATASET, concurrency=4, seed=3)
     four = await evaluate(spec, SUPPORT_DATASET, concurrency=4, seed=4)
