@@ -13,6 +13,10 @@ in its own process; secrets are redacted as always), then measures:
   (one run's steps with cost and latency; target <= 50 ms at 1M spans);
 * ``dashboard_query_ms``: the median of :meth:`TraceStore.cost_by_day` (cost per
   agent per day over everything; target <= 500 ms);
+* ``explorer_page_ms``, ``explorer_page_filtered_ms``: the median of what the
+  trace explorer reads to show its first page (:meth:`TraceStore.count_runs`, then
+  :meth:`TraceStore.runs_page` of 50 runs) with no filter, and with an agent and a
+  status filter (target <= 200 ms);
 * ``store_mb_per_million_spans``: ``traces.duckdb`` on disk after ingest;
 * ``prune_s``, ``compact_s``, ``store_mb_before_prune``, ``store_mb_after_prune``,
   ``store_mb_after_compact``: :meth:`TraceStore.prune` of the runs older than
@@ -42,6 +46,7 @@ from typing import Any
 from agentlab.events import Event, ModelCallEvent, RunFinished, RunStarted, ToolCallEvent
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage, UserMessage
 from agentlab.tracing import TraceStore, TraceWriter
+from agentlab.tracing.queries import RunFilter
 
 DAYS = 60
 RETAIN = timedelta(days=30)
@@ -240,6 +245,27 @@ def retention(store: TraceStore, spans: int) -> dict[str, float]:
     }
 
 
+def explorer(store: TraceStore) -> dict[str, float]:
+    """The trace explorer's first page (count, then 50 runs), unfiltered and filtered."""
+    results = {}
+    cases = {
+        "explorer_page_ms": RunFilter(),
+        "explorer_page_filtered_ms": RunFilter(agent="support", status="failed"),
+    }
+    for name, where in cases.items():
+
+        def first_page(where: RunFilter = where) -> int:
+            total = store.count_runs(where)
+            if len(store.runs_page(where, limit=50)) != min(50, total):
+                raise SystemExit(f"the first page of {where} is not {min(50, total)} runs")
+            return total
+
+        times = [timed(first_page)[0] for _ in range(5)]
+        results[name] = round(1000 * statistics.median(times), 1)
+        log(f"{name}: {results[name]} ms ({first_page():,} runs match {where})")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--spans", type=int, default=1_000_000, help="spans to generate")
@@ -281,6 +307,7 @@ def main() -> None:
         results["dashboard_query_ms"] = round(1000 * statistics.median(times), 1)
         run_ms, dashboard_ms = results["run_query_ms"], results["dashboard_query_ms"]
         log(f"queries: run {run_ms} ms, dashboard {dashboard_ms} ms")
+        results.update(explorer(store))
         results.update(retention(store, spans))
     print(json.dumps(results))
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agentlab.errors import TraceStoreError
+from agentlab.errors import TraceStoreError, UserError
 from agentlab.events import (
+    AlertEvent,
     ContextWindowEvent,
     MemoryOpEvent,
     MemoryRetrievalEvent,
@@ -27,6 +28,7 @@ from agentlab.messages import AssistantMessage, ToolCall, UserMessage, dump_mess
 from agentlab.tracing import TraceStore, TraceWriter, close_writers, get_writer
 from agentlab.tracing import ingest as ingest_module
 from agentlab.tracing import writer as writer_module
+from agentlab.tracing.queries import RunFilter
 from agentlab.tracing.schema import MIGRATIONS
 from agentlab.workspace import resolve_workspace
 
@@ -526,6 +528,123 @@ def test_steps_and_cost_by_day(tmp_path):
     since = datetime.fromtimestamp(T0 + day - 1, UTC)  # aware datetimes are converted
     assert store.cost_by_day(since=since)["model_calls"].tolist() == [1]
     assert store.cost_by_day(until=utc(T0 + 2), agent="adder")["model_calls"].tolist() == [1]
+
+
+def three_runs(store: TraceStore) -> None:
+    """r1 (adder, max_steps, $0.0025, an alert, two tools in step 1), r2 (adder,
+    completed, $0.005, a minute later), r3 (muller, unknown cost, a day later)."""
+    writer = store.writer()
+    for run_id, agent, t, status, cost in (
+        ("r1", "adder", T0, "max_steps", 0.0025),
+        ("r2", "adder", T0 + 60, "completed", 0.005),
+        ("r3", "muller", T0 + 86400, "completed", None),
+    ):
+        started, finished = run_started(run_id), run_finished(run_id)
+        started.agent, started.started_at = agent, t
+        finished.status, finished.cost = status, cost  # type: ignore[assignment]
+        writer.emit(started)
+        writer.emit(finished)
+    writer.emit(model_call("r1", 1))
+    writer.emit(tool_call("r1", 1))
+    second = tool_call("r1", 1)
+    second.id, second.tool, second.status, second.latency_ms = "r1-t1b", "mul", "ok", 9.5
+    writer.emit(second)
+    writer.emit(
+        AlertEvent(
+            id="a1", run_id="r1", step=1, alert="repeated_call", message="again", started_at=T0 + 2
+        )
+    )
+    writer.emit(
+        AlertEvent(
+            id="a2", run_id="r1", step=1, alert="no_progress", message="stuck", started_at=T0 + 3
+        )
+    )
+
+
+def test_runs_page_filters_pages_and_counts(tmp_path):
+    store = TraceStore(tmp_path)
+    three_runs(store)
+
+    def ids(filters: RunFilter | None = None, **kwargs: object) -> list[str]:
+        return store.runs_page(filters, **kwargs)["run_id"].tolist()  # type: ignore[arg-type]
+
+    assert ids() == ["r3", "r2", "r1"] and store.count_runs() == 3
+    assert ids(limit=2, offset=1) == ["r2", "r1"] and ids(limit=2, offset=3) == []
+    assert ids(order="cost") == ["r2", "r1", "r3"], "unknown cost last"
+    for filters, expected in (
+        (RunFilter(agent="adder"), ["r2", "r1"]),
+        (RunFilter(status="completed"), ["r3", "r2"]),
+        (RunFilter(agent="adder", status="completed"), ["r2"]),
+        (RunFilter(since=utc(T0 + 60)), ["r3", "r2"]),
+        (RunFilter(until=utc(T0 + 60)), ["r1"]),
+        (RunFilter(since=datetime.fromtimestamp(T0 + 1, UTC), until=utc(T0 + 61)), ["r2"]),
+        (RunFilter(min_cost=0.003), ["r2"]),
+        (RunFilter(min_cost=0), ["r2", "r1"]),
+        (RunFilter(alerts_only=True), ["r1"]),
+        (RunFilter(agent="nobody"), []),
+    ):
+        assert ids(filters) == expected, filters
+        assert store.count_runs(filters) == len(expected), filters
+    page = store.runs_page(RunFilter(agent="adder")).to_dict("records")
+    assert [r["alerts"] for r in page] == [0, 2]
+    assert page[1]["input"] == "1+2?" and page[1]["status"] == "max_steps"
+    assert store.run_facets() == {
+        "agent": ["adder", "muller"],
+        "status": ["completed", "max_steps"],
+    }
+
+
+def test_runs_page_cuts_the_input(tmp_path):
+    store = TraceStore(tmp_path)
+    started = run_started("long")
+    started.input = "x" * 1000
+    store.writer().emit(started)
+    assert store.runs_page()["input"].tolist() == ["x" * 200]
+
+
+@pytest.mark.parametrize(
+    ("call", "says"),
+    [
+        (lambda s: s.runs_page(limit=0), "limit must be a whole number of at least 1"),
+        (lambda s: s.runs_page(offset=-1), "offset must be a whole number of at least 0"),
+        (lambda s: s.runs_page(order="oldest"), "order must be one of ['cost', 'newest']"),
+        (lambda s: s.count_runs({"agent": "a"}), "filters must be an agentlab.tracing.queries"),
+        (lambda s: s.costliest_tools(limit=True), "limit must be a whole number"),
+        (lambda s: RunFilter(min_cost=-1), "give a dollar amount of 0 or more"),
+        (lambda s: RunFilter(min_cost=float("nan")), "give a dollar amount"),
+        (lambda s: RunFilter(since="2024-01-01"), "give a datetime.datetime"),
+        (lambda s: RunFilter(since=utc(T0), until=utc(T0)), "must be before until"),
+        (lambda s: RunFilter(alerts_only=1), "give True or False"),  # type: ignore[arg-type]
+    ],
+)
+def test_paged_queries_reject_bad_arguments(tmp_path, call, says):
+    with pytest.raises(UserError) as info:
+        call(TraceStore(tmp_path))
+    assert says in str(info.value)
+
+
+def test_cost_by_model_and_costliest_tools(tmp_path):
+    store = TraceStore(tmp_path)
+    three_runs(store)
+    writer = store.writer()
+    writer.emit(model_call("r2", 1))
+    served = model_call("r2", 2)
+    served.served_by = "backup"
+    writer.emit(served)
+    writer.emit(tool_call("r2", 2))
+    models = [tuple(r) for r in store.cost_by_model().itertuples(index=False)]
+    assert models == [
+        ("m1", 2, 2, 240, 60, pytest.approx(0.005)),
+        ("backup", 1, 1, 120, 30, pytest.approx(0.0025)),
+    ]  # (model, model_calls, runs, input_tokens, output_tokens, cost)
+    assert store.cost_by_model(since=utc(T0 + 1.5))["model_calls"].sum() == 0, "all started at T0+1"
+    tools = [tuple(r) for r in store.costliest_tools().itertuples(index=False)]
+    # add: r1 step 1 (shared with mul: 0.00125) + r2 step 2 (alone: 0.0025)
+    assert tools == [
+        ("add", 2, 2, 1.0, 0.5, pytest.approx(0.00375)),
+        ("mul", 1, 0, 9.5, 9.5, pytest.approx(0.00125)),
+    ]  # (tool, calls, errors, latency_ms, mean_latency_ms, model_cost)
+    assert store.costliest_tools(limit=1)["tool"].tolist() == ["add"]
 
 
 def test_a_call_id_written_twice_is_stored_once(tmp_path):

@@ -6,6 +6,7 @@
 >>> store.prune(parse_age("30d"))      # old runs and all their rows; then compact
 """
 
+from agentlab.tracing.queries import RunFilter
 from agentlab.tracing.retention import CompactReport, PruneReport, parse_age
 from agentlab.tracing.store import TraceStore
 from agentlab.tracing.writer import TraceWriter, close_writers, get_writer
@@ -13,6 +14,7 @@ from agentlab.tracing.writer import TraceWriter, close_writers, get_writer
 __all__ = [
     "CompactReport",
     "PruneReport",
+    "RunFilter",
     "TraceStore",
     "TraceWriter",
     "close_writers",

@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, Any
 from agentlab.errors import MissingExtraError, TraceStoreError, UserError
 from agentlab.tracing.attach import attached
 from agentlab.tracing.ingest import ingest
-from agentlab.tracing.queries import COST_BY_DAY, RUNS, STEPS
+from agentlab.tracing.queries import (
+    COST_BY_DAY,
+    COST_BY_MODEL,
+    COSTLIEST_TOOLS,
+    COUNT_RUNS,
+    RUN_FACETS,
+    RUNS,
+    RUNS_PAGE,
+    STEPS,
+    RunFilter,
+)
 from agentlab.tracing.retention import (
     CompactReport,
     PruneReport,
@@ -137,6 +147,58 @@ class TraceStore:
         """
         return self.df(COST_BY_DAY, {"since": _utc(since), "until": _utc(until), "agent": agent})
 
+    def runs_page(
+        self,
+        filters: RunFilter | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        order: str = "newest",
+    ) -> pd.DataFrame:
+        """Up to `limit` runs that `filters` keeps, from the `offset`-th on, newest first
+        (`order` "cost": costliest first): ``run_id``, ``started_at``, ``agent``,
+        ``model``, ``status``, ``steps``, ``input_tokens``, ``output_tokens``, ``cost``,
+        ``latency_ms``, ``alerts`` (how many loop alerts) and ``input`` (cut to 200
+        characters). One SQL statement, the filters in its WHERE clause."""
+        _check_count("limit", limit, 1)
+        _check_count("offset", offset, 0)
+        if order not in RUNS_PAGE:
+            raise UserError(f"order must be one of {sorted(RUNS_PAGE)}, not {order!r}")
+        params = {**_filter_params(filters), "limit": limit, "offset": offset}
+        return self.df(RUNS_PAGE[order], params)
+
+    def count_runs(self, filters: RunFilter | None = None) -> int:
+        """How many runs `filters` keeps (all of them without one)."""
+        [(count,)] = self.sql(COUNT_RUNS, _filter_params(filters))
+        return int(count)
+
+    def run_facets(self) -> dict[str, list[str]]:
+        """The agents and the statuses the stored runs have, sorted:
+        ``{"agent": [...], "status": [...]}``."""
+        [(agents, statuses)] = self.sql(RUN_FACETS)
+        return {"agent": list(agents), "status": list(statuses)}
+
+    def cost_by_model(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> pd.DataFrame:
+        """Per model that answered (``model``): ``model_calls``, ``runs``,
+        ``input_tokens``, ``output_tokens`` and ``cost`` of the calls started in
+        [`since`, `until`) (naive datetimes are UTC), costliest first."""
+        return self.df(COST_BY_MODEL, {"since": _utc(since), "until": _utc(until)})
+
+    def costliest_tools(
+        self, since: datetime | None = None, until: datetime | None = None, limit: int = 10
+    ) -> pd.DataFrame:
+        """Per tool (``tool``), of the calls started in [`since`, `until`): ``calls``,
+        ``errors``, ``latency_ms`` (total), ``mean_latency_ms`` and ``model_cost``: the
+        cost of the model calls that asked for them, a step's cost shared evenly between
+        its tool calls (tools have no price of their own). Costliest first, then the
+        slowest in total; at most `limit` tools."""
+        _check_count("limit", limit, 1)
+        return self.df(
+            COSTLIEST_TOOLS, {"since": _utc(since), "until": _utc(until), "limit": limit}
+        )
+
     def prune(
         self, older_than: timedelta, *, dry_run: bool = False, compact: bool = True
     ) -> PruneReport:
@@ -234,6 +296,29 @@ def _utc(when: datetime | None) -> datetime | None:
     if when is None or when.tzinfo is None:
         return when
     return when.astimezone(UTC).replace(tzinfo=None)
+
+
+def _filter_params(filters: RunFilter | None) -> dict[str, Any]:
+    """The named parameters of the queries that take a :class:`RunFilter`."""
+    if filters is None:
+        filters = RunFilter()
+    elif not isinstance(filters, RunFilter):
+        raise UserError(
+            f"filters must be an agentlab.tracing.queries.RunFilter, not {type(filters).__name__}"
+        )
+    return {
+        "agent": filters.agent,
+        "status": filters.status,
+        "since": _utc(filters.since),
+        "until": _utc(filters.until),
+        "min_cost": filters.min_cost,
+        "alerts_only": filters.alerts_only,
+    }
+
+
+def _check_count(name: str, value: int, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UserError(f"{name} must be a whole number of at least {least}, not {value!r}")
 
 
 def _execute(

@@ -14,19 +14,23 @@ for _package in ("ipywidgets", "matplotlib", "pandas"):
         raise MissingExtraError(_package, "notebook") from None
 
 from agentlab.ui.approval import ApprovalWidget  # noqa: E402
+from agentlab.ui.cost_dashboard import CostDashboard  # noqa: E402
 from agentlab.ui.eval_compare import EvalCompare  # noqa: E402
 from agentlab.ui.eval_report import EvalReportView  # noqa: E402
 from agentlab.ui.inspector import RunInspector  # noqa: E402
 from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
 from agentlab.ui.progress import EvalProgress  # noqa: E402
+from agentlab.ui.trace_explorer import TraceExplorer  # noqa: E402
 from agentlab.ui.workbench import AgentWorkbench  # noqa: E402
 
 __all__ = [
     "AgentWorkbench",
     "ApprovalWidget",
+    "CostDashboard",
     "EvalCompare",
     "EvalProgress",
     "EvalReportView",
     "MemoryInspector",
     "RunInspector",
+    "TraceExplorer",
 ]

@@ -6,7 +6,6 @@ failure record, a paused one what it waits for."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from agentlab import _html
 from agentlab.agents.html import paused_html
 from agentlab.errors import UserError
 from agentlab.tracing import TraceStore
+from agentlab.ui.charts import INK, themed_png
 
 if TYPE_CHECKING:
     from agentlab.agents.run import Run
@@ -349,9 +349,6 @@ def _num(value: Any) -> float:
     return 0.0 if _missing(value) else float(value)
 
 
-_INK = "#8c8c8c"  # a mid grey that reads on light and dark notebook backgrounds
-
-
 def _chart_png(steps: list[int], cost: dict[int, float], latency: dict[int, float]) -> bytes:
     """Two bar charts on a transparent background (the page's colour shows through, so
     the light and the dark theme both read)."""
@@ -359,20 +356,13 @@ def _chart_png(steps: list[int], cost: dict[int, float], latency: dict[int, floa
 
     priced = any(cost.values())  # a run that cost nothing gets no empty cost axes
     fig = Figure(figsize=(7 if priced else 3.8, 2.2), dpi=80, layout="constrained")
-    fig.patch.set_alpha(0)
     axes = list(fig.subplots(1, 2)) if priced else [fig.subplots(1, 1)]
     axes[0].bar(steps, [latency[s] for s in steps], color="#4c72b0")
-    axes[0].set_title("latency per step (ms)", fontsize=10, color=_INK)
+    axes[0].set_title("latency per step (ms)", fontsize=10, color=INK)
     if priced:
         axes[1].bar(steps, [cost[s] for s in steps], color="#dd8452")
-        axes[1].set_title("cost per step (USD)", fontsize=10, color=_INK)
+        axes[1].set_title("cost per step (USD)", fontsize=10, color=INK)
     for ax in axes:
-        ax.set_facecolor("none")
-        ax.set_xlabel("step", fontsize=9, color=_INK)
+        ax.set_xlabel("step", fontsize=9, color=INK)
         ax.set_xticks(steps)
-        ax.tick_params(labelsize=8, colors=_INK)
-        for spine in ax.spines.values():
-            spine.set_color(_INK)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", transparent=True)
-    return buffer.getvalue()
+    return themed_png(fig, axes)
