@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,3 +246,17 @@ def keep(path: Path) -> None:
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, Path(shots) / path.name)
+
+
+def shooter(directory: Path) -> Callable[[sync_api.Locator, str], None]:
+    """A ``shoot(locator, name)`` that screenshots `locator` into `directory`/NAME.png
+    (scrolled into view first) and keeps a copy (:func:`keep`)."""
+
+    def shoot(locator: sync_api.Locator, name: str) -> None:
+        path = directory / f"{name}.png"
+        locator.scroll_into_view_if_needed()
+        locator.screenshot(path=str(path))
+        print(f"screenshot: {path}")
+        keep(path)
+
+    return shoot

@@ -11,13 +11,14 @@ with the fix.
 from __future__ import annotations
 
 import pytest
-from _browser import (  # the fixtures chromium_installed, lab and page, and helpers
+from _browser import (
     chromium_installed,
     keep,
     lab,
     luminance,
     open_and_run,
     page,
+    shooter,  # the fixtures chromium_installed, lab and page, and helpers
     switch_to_dark,
     sync_api,
 )
@@ -219,12 +220,7 @@ agent = ReActAgent(FunctionModel(script, name="mailer"), [send_email], name="mai
 def test_approve_in_the_browser_and_screenshots_in_both_themes(lab, page, tmp_path):
     expect = sync_api.expect
 
-    def shoot(locator: sync_api.Locator, name: str) -> None:
-        path = tmp_path / f"{name}.png"
-        locator.scroll_into_view_if_needed()
-        locator.screenshot(path=str(path))
-        print(f"screenshot: {path}")
-        keep(path)
+    shoot = shooter(tmp_path)
 
     try:
         (lab.root / "mailer.py").write_text(MAILER)

@@ -6,13 +6,14 @@ both themes, screenshotted."""
 from __future__ import annotations
 
 import pytest
-from _browser import (  # the fixtures chromium_installed, lab and page, and helpers
+from _browser import (
     chromium_installed,
     keep,
     lab,
     luminance,
     open_and_run,
     page,
+    shooter,  # the fixtures chromium_installed, lab and page, and helpers
     switch_to_dark,
     sync_api,
 )
@@ -75,12 +76,7 @@ display(EvalReportView(candidate, store=store), EvalCompare(baseline, candidate,
 def test_eval_views_sort_filter_and_open_runs_in_both_themes(lab, page, tmp_path):
     expect = sync_api.expect
 
-    def shoot(locator: sync_api.Locator, name: str) -> None:
-        path = tmp_path / f"{name}.png"
-        locator.scroll_into_view_if_needed()
-        locator.screenshot(path=str(path))
-        print(f"screenshot: {path}")
-        keep(path)
+    shoot = shooter(tmp_path)
 
     def select(widget: sync_api.Locator, label: str, option: str, options: int = 0) -> None:
         """Pick `option` in the dropdown `label`, once it lists `options` (if given): the

@@ -4,12 +4,13 @@ a run in the inspector; both themes, screenshotted."""
 from __future__ import annotations
 
 import pytest
-from _browser import (  # the fixtures chromium_installed, lab and page, and helpers
+from _browser import (
     chromium_installed,
     keep,
     lab,
     open_and_run,
     page,
+    shooter,  # the fixtures chromium_installed, lab and page, and helpers
     switch_to_dark,
     sync_api,
 )
@@ -34,10 +35,7 @@ def test_explorer_and_dashboard_in_both_themes(lab, page, tmp_path):
     close_writers()
     expect = sync_api.expect
 
-    def shoot(locator: sync_api.Locator, name: str) -> None:
-        path = tmp_path / f"{name}.png"
-        locator.screenshot(path=str(path))
-        keep(path)
+    shoot = shooter(tmp_path)
 
     explorer = page.locator(".agentlab-trace-explorer")
     dashboard = page.locator(".agentlab-cost-dashboard")

@@ -4,12 +4,13 @@ tool result and re-run from there; the Tools and Lint tabs; both themes, screens
 from __future__ import annotations
 
 import pytest
-from _browser import (  # the fixtures chromium_installed, lab and page, and helpers
+from _browser import (
     chromium_installed,
     keep,
     lab,
     open_and_run,
     page,
+    shooter,  # the fixtures chromium_installed, lab and page, and helpers
     switch_to_dark,
     sync_api,
 )
@@ -26,10 +27,7 @@ AgentWorkbench(agent, "What is the status of order O-1003?")"""
 def test_the_workbench_runs_edits_and_reruns_in_both_themes(lab, page, tmp_path):
     expect = sync_api.expect
 
-    def shoot(locator: sync_api.Locator, name: str) -> None:
-        path = tmp_path / f"{name}.png"
-        locator.screenshot(path=str(path))
-        keep(path)
+    shoot = shooter(tmp_path)
 
     bench = page.locator(".agentlab-workbench")
     try:
