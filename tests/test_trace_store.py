@@ -666,6 +666,32 @@ def test_a_call_id_written_twice_is_stored_once(tmp_path):
     assert store.sql("SELECT count(*) FROM tool_calls") == [(1,)]
 
 
+def test_in_a_large_batch_parsed_out_of_order_the_first_line_of_a_repeated_id_still_wins(
+    tmp_path,
+):
+    # Ingest parses lines in parallel without keeping their order: lines of the next
+    # segment often land before the end of the previous one. A repeated call id makes
+    # it parse the batch again in order, so the first line of each id counts.
+    store = TraceStore(tmp_path)
+    writer = store.writer(durable=False)
+    writer.emit(run_started())
+    step = 0
+    for _ in range(20):
+        for _ in range(2000):
+            step += 1
+            writer.emit(model_call(step=step))
+        writer.flush()
+        writer._rotate()  # the last call again, first in the next segment
+        again = model_call(step=step)
+        again.input_tokens = 999
+        writer.emit(again)
+    writer.flush()
+    assert store.ingest() == 1 + 20 * 2001  # lines read
+    assert store.sql("SELECT count(*), max(input_tokens) FROM model_calls") == [(40_000, 120)]
+    # the notebook's queries on the same connection keep DuckDB's default
+    assert store.sql("SELECT current_setting('preserve_insertion_order')") == [(True,)]
+
+
 def test_a_live_writer_moves_on_to_new_segments_and_ingest_deletes_the_full_ones(
     tmp_path, monkeypatch
 ):

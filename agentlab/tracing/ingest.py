@@ -9,7 +9,9 @@ kinds it holds: the reader's cost grows with the columns it fills), and
 set-based statements insert it (runs, model and tool calls, memory, eval and
 alert events) with the new offsets in a transaction, which later passes join up
 to ``_TRANSACTION_BYTES``: an ingest killed half-way loses and duplicates
-nothing. A call whose ``id`` is already stored is skipped.
+nothing. A call whose ``id`` is already stored is skipped. Lines are parsed in
+parallel without keeping their order; a pass in which a call id repeats is
+parsed again in order, as the first line of an id is the one that counts.
 
 A segment whose writer is gone is deleted once fully ingested. Writers start a
 new segment every ``ROTATE_BYTES`` (see :mod:`agentlab.tracing.writer`), so
@@ -19,6 +21,7 @@ is left that never finished are marked ``interrupted``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import logging
@@ -27,6 +30,7 @@ import shutil
 import tempfile
 import time
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -463,11 +467,24 @@ def ingest(con: duckdb.DuckDBPyConnection, workspace: Path) -> int:
     segments = _open_segments(directory, offsets)
     tmp = Path(tempfile.mkdtemp(prefix=".ingest-", dir=scratch))
     try:
-        return _Passes(con, directory, segments, tmp).run()
+        with _insertion_order(con, preserved=False):
+            return _Passes(con, directory, segments, tmp).run()
     finally:
         for segment in segments:
             os.close(segment.fd)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _insertion_order(con: duckdb.DuckDBPyConnection, *, preserved: bool) -> Iterator[None]:
+    """Set DuckDB's ``preserve_insertion_order`` for the block, then restore it (the
+    connection is the notebook's too, whose queries expect the default)."""
+    (before,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0]
+    con.execute(f"SET preserve_insertion_order = {str(preserved).lower()}")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {str(bool(before)).lower()}")
 
 
 def _open_segments(directory: Path, offsets: dict[str, int]) -> list[_Segment]:
@@ -621,12 +638,20 @@ class _Passes:
         return total
 
     def _load(self, con: duckdb.DuckDBPyConnection, step: _Pass) -> dict[str | None, int]:
-        """Parse the pass's lines into temporary tables; return the lines per kind."""
+        """Parse the pass's lines into temporary tables; return the lines per kind.
+
+        The lines are parsed without keeping their order (about a third faster on two
+        cores), unless a call id repeats: then the batch is parsed again in order, as
+        the first line of an id is the one that counts."""
         if not step.files:
             return {}
         try:
             con.execute(_LOAD_BATCH, {"files": step.files, "columns": _CORE_COLUMNS})
             kinds = _kinds(con)
+            if con.execute(_REPEATED_IDS).fetchall()[0][0]:
+                with _insertion_order(con, preserved=True):
+                    con.execute(_LOAD_BATCH, {"files": step.files, "columns": _CORE_COLUMNS})
+                con.execute(_DROP_REPEATED_IDS)
             rare = [k for k in _FIELDS if k in kinds and k not in _CORE_KINDS]
             if rare:
                 con.execute(
@@ -635,8 +660,6 @@ class _Passes:
         finally:
             for name in step.copies:
                 os.unlink(name)
-        if con.execute(_REPEATED_IDS).fetchall()[0][0]:
-            con.execute(_DROP_REPEATED_IDS)
         return kinds
 
     def _write(
