@@ -18,7 +18,7 @@ from agentlab.messages import (
     ToolMessage,
     UserMessage,
 )
-from agentlab.models import infer_model
+from agentlab.models import ModelSettings, infer_model
 from agentlab.models._tool_grammar import (
     calls_schema,
     candidate_spans,
@@ -103,6 +103,57 @@ def test_plain_chat_without_tools(allow_real_models: None) -> None:
     response = asyncio.run(LocalModel(max_tokens=16).request([UserMessage(content="Say hi.")]))
     assert response.message.content
     assert 0 < response.usage.output_tokens <= 16
+
+
+@pytest.mark.local_model
+def test_tool_choice_is_enforced_by_constrained_decoding(allow_real_models: None) -> None:
+    model = LocalModel(max_tokens=64)
+    chat = [SYSTEM, UserMessage(content="Hello! How are you today?")]  # needs no tool
+
+    def reply(choice: str) -> AssistantMessage:
+        return asyncio.run(model.request(chat, TOOLS, ModelSettings(tool_choice=choice))).message
+
+    (call,) = reply("get_order").tool_calls  # forced: that tool, even here
+    assert call.name == "get_order"
+    assert validates(json.loads(call.arguments), GET_ORDER.parameters)
+    assert len(reply("required").tool_calls) == 1
+    none = reply("none")
+    assert none.tool_calls == () and none.content
+    # after a result, a required call is still a call (the model would answer)
+    answered = [
+        SYSTEM,
+        UserMessage(content="What's the status of my order O-1001?"),
+        AssistantMessage(
+            tool_calls=(ToolCall(id="call_1", name="get_order", arguments='{"order_id":"O-1001"}'),)
+        ),
+        ToolMessage(tool_call_id="call_1", name="get_order", content='{"status": "shipped"}'),
+    ]
+    forced = asyncio.run(model.request(answered, TOOLS, ModelSettings(tool_choice="required")))
+    assert len(forced.message.tool_calls) == 1
+
+
+def test_tool_choice_naming_no_tool_of_the_request_says_which_exist() -> None:
+    with pytest.raises(UserError, match=r"tool_choice='refund' names no tool.*find_customer"):
+        asyncio.run(LocalModel().request([SYSTEM], TOOLS, ModelSettings(tool_choice="refund")))
+    with pytest.raises(ValueError, match="tool_choice is empty"):
+        ModelSettings(tool_choice=" ")
+
+
+def test_a_required_call_schema_has_exactly_one_call_even_without_values_to_copy() -> None:
+    strict = ToolDefinition(
+        name="get_order",
+        description="Get an order.",
+        parameters={
+            "type": "object",
+            "required": ["order_id"],
+            "properties": {"order_id": {"type": "string", "pattern": "^O-[0-9]+$"}},
+        },
+    )
+    assert calls_schema([strict], ["no ids here"]) == {"type": "array", "maxItems": 0}
+    required = calls_schema([strict], ["no ids here"], required=True)
+    assert (required["minItems"], required["maxItems"]) == (1, 1)
+    (option,) = required["items"]["anyOf"]
+    assert option["properties"]["arguments"]["properties"]["order_id"]["pattern"] == "^O-[0-9]+$"
 
 
 def test_requests_are_blocked_without_opt_in() -> None:

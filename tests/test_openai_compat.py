@@ -25,9 +25,10 @@ from agentlab.messages import (
     ToolMessage,
     UserMessage,
 )
-from agentlab.models import FunctionModel, infer_model
+from agentlab.models import FunctionModel, Model, ModelResponse, ModelSettings, infer_model
 from agentlab.models.openai_compat import OpenAIModel
 from agentlab.serve.model_server import create_app
+from agentlab.usage import Usage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,6 +78,35 @@ def test_tool_call_round_trip(scripted_url: str, allow_real_models: None) -> Non
     second = request(model, [question, first.message, result], [GET_ORDER])
     assert second.message.content == 'Your order: {"status": "shipped"}'
     assert second.message.tool_calls == ()
+
+
+class SettingsSpy(Model):
+    """Replies with a call to the first tool and keeps the settings it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[ModelSettings | None] = []
+
+    @property
+    def name(self) -> str:
+        return "scripted:spy"
+
+    async def request(self, messages, tools=(), settings=None):  # type: ignore[no-untyped-def]
+        self.seen.append(settings)
+        call = ToolCall(id="call_1", name=tools[0].name, arguments="{}")
+        return ModelResponse(AssistantMessage(tool_calls=(call,)), Usage(), self.name)
+
+
+def test_tool_choice_reaches_the_server_in_openai_form(allow_real_models: None) -> None:
+    spy = SettingsSpy()
+    with serve_in_thread(create_app(spy)) as url:
+        model = OpenAIModel("spy", base_url=url)
+        for choice in ("required", "get_order", "auto"):
+            asyncio.run(
+                model.request(
+                    [UserMessage(content="hi")], [GET_ORDER], ModelSettings(tool_choice=choice)
+                )
+            )
+    assert [s.tool_choice for s in spy.seen if s is not None] == ["required", "get_order", "auto"]
 
 
 def test_usage_is_reported(scripted_url: str, allow_real_models: None) -> None:

@@ -14,6 +14,7 @@ from agentlab.agents.alerts import LoopAlerts
 from agentlab.agents.records import RunResult
 from agentlab.agents.recovery import read_run
 from agentlab.agents.run import Run
+from agentlab.agents.turn import Turn
 from agentlab.budgets import Budget
 from agentlab.errors import UserError
 from agentlab.messages import Message
@@ -186,6 +187,7 @@ class Agent:
             )
         self.tool_names = [t.name for t in self.tools]
         self.tool_definitions = [t.definition for t in self.tools]
+        self._every_tool = Turn(self.tool_definitions)
         self.name = name
         self.instructions = instructions or self.default_instructions
         self.max_steps = max_steps
@@ -265,6 +267,13 @@ class Agent:
     def opening_messages(self, input: str) -> list[Message]:
         """The conversation a run starts from."""
         raise NotImplementedError
+
+    def turn(self, run: Run) -> Turn:
+        """What `run`'s next step offers the model (see :mod:`agentlab.agents.turn`).
+        The default: every tool, the model's choice, no instruction. Patterns that
+        constrain the model override it, deciding from ``run.steps`` alone; raise
+        :class:`~agentlab.agents.turn.StopRun` to end the run instead."""
+        return self._every_tool
 
     @property
     def tracer(self) -> EventSink | None:

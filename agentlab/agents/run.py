@@ -21,6 +21,7 @@ from agentlab._context import EventSink, _current
 from agentlab._sync import run_sync
 from agentlab.agents.explain import Failure, tried
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
+from agentlab.agents.turn import StopRun
 from agentlab.budgets import Budget, BudgetTracker
 from agentlab.errors import (
     ApprovalRequired,
@@ -45,7 +46,9 @@ from agentlab.messages import (
     Message,
     ToolCall,
     ToolMessage,
+    UserMessage,
 )
+from agentlab.models.base import ModelSettings
 from agentlab.models.context import CallContext, model_call
 from agentlab.tokens import count_message
 from agentlab.tools.calls import ToolInvocation, ToolOutcome
@@ -122,6 +125,7 @@ class Run:
         self.budget = BudgetTracker(budget or agent.budget)
         """What this run has spent against its limits."""
         self._sent = 0  # messages already recorded with a model call
+        self._offered: frozenset[str] | None = None  # the tools of the latest step's turn
         self._input_tokens = 0
         self._output_tokens = 0
         self._cost: float | None = 0.0
@@ -505,11 +509,20 @@ class Run:
             emit=self.emit,
         )
         try:
+            turn = agent.turn(self)
+            if turn.instruction is not None and not self._instructed(turn.instruction):
+                self.messages.append(UserMessage(content=turn.instruction))
+            self._offered = turn.names
+            settings = agent.settings
+            if turn.tool_choice is not None:
+                settings = (settings or ModelSettings()).model_copy(
+                    update={"tool_choice": turn.tool_choice}
+                )
             context = self.messages if self.memory is None else await self.memory.context()
             with model_call(call):
-                response = await agent.stack.request(
-                    context, agent.tool_definitions, agent.settings
-                )
+                response = await agent.stack.request(context, turn.tools, settings)
+        except StopRun as exc:  # the pattern ends the run: the model was not asked
+            return self._not_sent(index, exc, started_at, t0, exc.kind, exc.next)
         except ContextOverflowError as exc:
             return self._not_sent(index, exc, started_at, t0, "context", _CONTEXT_NEXT)
         except MemoryStoreError as exc:  # recall failed: the model was not asked
@@ -552,6 +565,12 @@ class Run:
                 step, UnexpectedModelOutputError(step.error, model=response.model_name)
             )
         return step
+
+    def _instructed(self, instruction: str) -> bool:
+        """Whether the conversation ends with `instruction` already (a step asked
+        again after an unusable reply, or after a failed request)."""
+        last = self.messages[-1] if self.messages else None
+        return isinstance(last, UserMessage) and last.content == instruction
 
     @property
     def step_limit(self) -> int:
@@ -597,12 +616,14 @@ class Run:
         t0 = time.perf_counter()
         started_at = self._epoch + t0
         handler = agent.tool_handlers.get(call.name)
-        if handler is None:
+        offered = self._offered
+        if handler is None or (offered is not None and call.name not in offered):
+            names = agent.tool_names if offered is None else sorted(offered)
+            unknown = "Unknown tool" if handler is None else "Tool not available at this step:"
             outcome = ToolOutcome(
                 "unknown_tool",
-                f"Unknown tool {call.name!r}. Available tools: "
-                f"{', '.join(agent.tool_names) or '(none)'}. Call one of these, or "
-                "answer directly.",
+                f"{unknown} {call.name!r}. Available tools: {', '.join(names) or '(none)'}. "
+                "Call one of these, or answer directly.",
             )
         else:
             invocation = ToolInvocation(
@@ -823,7 +844,7 @@ class Run:
                 model=self.agent.model.name,
                 messages=self.messages[self._sent : context],
                 context_messages=context,
-                tools=self.agent.tool_names,
+                tools=self.agent.tool_names if self._offered is None else sorted(self._offered),
                 response=reply,
                 input_tokens=step.usage.input_tokens,
                 output_tokens=step.usage.output_tokens,

@@ -199,22 +199,27 @@ def calls_schema(
     texts: Sequence[str] = (),
     used: set[str] | frozenset[str] = frozenset(),
     spans: Sequence[str] = (),
+    *,
+    required: bool = False,
 ) -> dict[str, Any]:
-    """The JSON schema of a list of at most one call ``{"name": ..., "arguments": ...}``.
+    """The JSON schema of a list of at most one call ``{"name": ..., "arguments": ...}``
+    (exactly one when a call is `required`).
 
     `texts` are where pattern arguments are copied from, `used` the values they may
     no longer take, `spans` the values other string arguments may take (see the
-    module docstring). Each tool's ``$defs`` move to the root,
-    prefixed with the tool name, since references resolve against the root.
+    module docstring); a required call whose tools would all be left out for want
+    of a value to copy takes free values instead. Each tool's ``$defs`` move to the
+    root, prefixed with the tool name, since references resolve against the root.
     """
     defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = []
     for t in tools:
         params: dict[str, Any] | None = _prefix_refs(_constrain(t.parameters), f"{t.name}__")
         if COPY_VALUES and params:
-            params = _copy_values(params, texts, set(used), spans)
-            if params is None:
+            copied = _copy_values(params, texts, set(used), spans)
+            if copied is None and not required:
                 continue
+            params = copied or params
         for name, spec in (params or {}).pop("$defs", {}).items():
             defs[f"{t.name}__{name}"] = spec
         options.append(
@@ -229,6 +234,8 @@ def calls_schema(
             }
         )
     schema: dict[str, Any] = {"type": "array", "maxItems": 1 if options else 0}
+    if required and options:
+        schema["minItems"] = 1
     if options:
         schema["items"] = {"anyOf": options}
     if defs:
@@ -241,6 +248,8 @@ def calls_grammar(
     texts: Sequence[str] = (),
     used: set[str] | frozenset[str] = frozenset(),
     spans: Sequence[str] = (),
+    *,
+    required: bool = False,
 ) -> str:
     """The llguidance grammar of ``<tool_call>[...]</tool_call>`` (see :func:`calls_schema`)."""
     key_separator, item_separator = SEPARATORS
@@ -250,7 +259,7 @@ def calls_grammar(
             "key_separator": key_separator,
             "item_separator": item_separator,
         },
-        **calls_schema(tools, texts, used, spans),
+        **calls_schema(tools, texts, used, spans, required=required),
     }
     return f'%llguidance {{}}\nstart: "{OPEN}" calls "{CLOSE}"\ncalls: %json {json.dumps(schema)}'
 

@@ -8,20 +8,48 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from agentlab.errors import ModelRequestsBlockedError
+from agentlab.errors import ModelRequestsBlockedError, UserError
 from agentlab.messages import AssistantMessage, Message, ToolDefinition, to_openai
 from agentlab.tokens import EstimateCounter, TokenCounter
 from agentlab.usage import Usage
 
 __all__ = [
+    "TOOL_CHOICES",
     "Model",
     "ModelResponse",
     "ModelSettings",
     "allow_model_requests",
     "check_allow_model_requests",
+    "forced_tools",
 ]
+
+
+TOOL_CHOICES = ("auto", "required", "none")
+"""The values of :attr:`ModelSettings.tool_choice` that do not name a tool."""
+
+
+def forced_tools(
+    tools: Sequence[ToolDefinition], choice: str | None
+) -> Sequence[ToolDefinition] | None:
+    """The tools a reply must call one of under `choice` (None: it need not call any;
+    empty: it must not). Raises :class:`~agentlab.errors.UserError` for a tool name
+    that is not among `tools`."""
+    if choice in (None, "auto"):
+        return None
+    if choice == "none" or not tools:
+        return ()
+    if choice == "required":
+        return tools
+    named = [t for t in tools if t.name == choice]
+    if not named:
+        raise UserError(
+            f"tool_choice={choice!r} names no tool of this request (tools: "
+            f"{', '.join(t.name for t in tools)}); use one of them, 'auto', 'required' "
+            "or 'none'."
+        )
+    return named
 
 
 class ModelSettings(BaseModel):
@@ -33,6 +61,19 @@ class ModelSettings(BaseModel):
     max_tokens: int | None = None
     timeout: float | None = None
     seed: int | None = None
+    tool_choice: str | None = None
+    """Whether the reply must call a tool: ``"auto"`` (the default: the model
+    decides), ``"required"`` (one of the tools offered), ``"none"`` (an answer), or
+    a tool's name (that tool). The local model enforces it by constrained decoding."""
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _known_choice(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                "tool_choice is empty: use 'auto', 'required', 'none' or a tool's name"
+            )
+        return value
 
 
 @dataclass(slots=True)

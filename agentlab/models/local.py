@@ -23,7 +23,13 @@ from typing import Any
 from agentlab.errors import MissingExtraError, ModelError, UnexpectedModelOutputError, UserError
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition
 from agentlab.models import _tool_grammar as grammar
-from agentlab.models.base import Model, ModelResponse, ModelSettings, check_allow_model_requests
+from agentlab.models.base import (
+    Model,
+    ModelResponse,
+    ModelSettings,
+    check_allow_model_requests,
+    forced_tools,
+)
 from agentlab.usage import Usage
 
 __all__ = ["LocalModel", "smollm2_path"]
@@ -181,10 +187,18 @@ class LocalModel(Model):
         following the ids in each result). A phase-1 reply that is not a list of calls
         raises :class:`~agentlab.errors.UnexpectedModelOutputError`.
         """
+        s = settings or ModelSettings()
+        forced = forced_tools(tools, s.tool_choice)
         check_allow_model_requests(self.name)
         runtime = await asyncio.to_thread(self._load)
-        s = settings or ModelSettings()
-        if not tools or grammar.calls_since_question(messages) >= self.max_calls_per_question:
+        if forced:  # a call to one of these, whatever came before
+            calls, usage = await self._calls(runtime, messages, tools, forced, s, required=True)
+            return ModelResponse(AssistantMessage(tool_calls=calls), usage, self.name)
+        if (
+            forced is not None
+            or not tools
+            or grammar.calls_since_question(messages) >= self.max_calls_per_question
+        ):
             text, usage, _ = await self._generate(runtime, grammar.render_answer_turns(messages), s)
             return ModelResponse(AssistantMessage(content=text), usage, self.name)
         calls, usage = await self._calls(runtime, messages, tools, tools, s)
@@ -204,15 +218,22 @@ class LocalModel(Model):
         tools: Sequence[ToolDefinition],
         allowed: Sequence[ToolDefinition],
         settings: ModelSettings,
+        *,
+        required: bool = False,
     ) -> tuple[tuple[ToolCall, ...], Usage]:
-        """Phase 1: the calls to make (``()`` for none), `allowed` constraining them."""
+        """Phase 1: the calls to make (``()`` for none, unless a call is `required`),
+        `allowed` constraining them."""
         texts = grammar.conversation_texts(messages)
         text, usage, finish = await self._generate(
             runtime,
             grammar.render_call_turns(messages, tools),
             settings,
             grammar.calls_grammar(
-                allowed, texts, grammar.used_values(messages), grammar.candidate_spans(texts)
+                allowed,
+                texts,
+                grammar.used_values(messages),
+                grammar.candidate_spans(texts),
+                required=required,
             ),
         )
         calls = grammar.parse_calls(text, grammar.tool_call_count(messages) + 1)

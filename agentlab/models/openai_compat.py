@@ -22,7 +22,14 @@ from agentlab.errors import (
     UserError,
 )
 from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, to_openai
-from agentlab.models.base import Model, ModelResponse, ModelSettings, check_allow_model_requests
+from agentlab.models.base import (
+    TOOL_CHOICES,
+    Model,
+    ModelResponse,
+    ModelSettings,
+    check_allow_model_requests,
+    forced_tools,
+)
 from agentlab.redact import register_secret
 from agentlab.usage import Usage
 
@@ -118,6 +125,8 @@ class OpenAIModel(Model):
                 value = getattr(settings, field)
                 if value is not None:
                     kwargs[field] = value
+            if tools and settings.tool_choice is not None:
+                kwargs["tool_choice"] = _tool_choice(tools, settings.tool_choice)
         try:
             completion = await client.chat.completions.create(**kwargs)
         except _openai().APIError as e:
@@ -238,3 +247,11 @@ def _server_message(error: openai.APIError) -> str:
     text = message or getattr(error, "message", None) or str(error)
     text = _masked(str(text))
     return f"HTTP {status}: {text}" if status else text
+
+
+def _tool_choice(tools: Sequence[ToolDefinition], choice: str) -> str | dict[str, Any]:
+    """The OpenAI ``tool_choice`` for :attr:`ModelSettings.tool_choice`."""
+    if choice in TOOL_CHOICES:
+        return choice
+    (tool,) = forced_tools(tools, choice) or ()
+    return {"type": "function", "function": {"name": tool.name}}

@@ -69,15 +69,30 @@ def _tools(body: dict[str, Any]) -> list[ToolDefinition]:
     return out
 
 
+def _tool_choice(body: dict[str, Any]) -> str | None:
+    """``tool_choice``: a mode, or ``{"type": "function", "function": {"name": ...}}``."""
+    choice = body.get("tool_choice")
+    if choice is None or isinstance(choice, str):
+        return choice
+    function = choice.get("function") if isinstance(choice, dict) else None
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise _BadRequest(
+            "'tool_choice' must be 'auto', 'required', 'none' or "
+            "{'type': 'function', 'function': {'name': ...}}."
+        )
+    return str(function["name"])
+
+
 def _settings(body: dict[str, Any]) -> ModelSettings:
     try:
         return ModelSettings(
             temperature=body.get("temperature"),
             max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             seed=body.get("seed"),
+            tool_choice=_tool_choice(body),
         )
     except ValueError as e:
-        raise _BadRequest(f"Invalid temperature, max_tokens or seed: {e}") from e
+        raise _BadRequest(f"Invalid temperature, max_tokens, seed or tool_choice: {e}") from e
 
 
 def _parse(body: Any) -> tuple[list[Any], list[ToolDefinition], ModelSettings]:
