@@ -49,6 +49,7 @@ def infer_model(model: Model | str, **kwargs: Any) -> Model:
     * ``"openai:NAME@http://127.0.0.1:8000/v1"`` - the same with the base URL inline
       (vLLM, Ollama, llama.cpp servers, LiteLLM, ``agentlab serve-model``).
     * ``"local:smollm2"`` (or ``"local"``) - the bundled in-process local model.
+    * ``"local:/path/to/model.gguf"`` - any chat model in a GGUF file, in process.
     * ``"scripted:schema"`` - :class:`SchemaModel`, a test double.
 
     Extra keyword arguments go to the provider's constructor.
@@ -73,5 +74,6 @@ def infer_model(model: Model | str, **kwargs: Any) -> Model:
         return SchemaModel(**kwargs)
     raise UserError(
         f"Unknown model {model!r}. Use 'openai:NAME', 'openai:NAME@BASE_URL', "
-        "'local:smollm2' or 'scripted:schema', or pass a Model instance."
+        "'local:smollm2', 'local:/path/to/model.gguf' or 'scripted:schema', or pass a "
+        "Model instance."
     )

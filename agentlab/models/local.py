@@ -1,4 +1,5 @@
-"""The bundled in-process local model: SmolLM2-135M-Instruct on llama.cpp (xllamacpp).
+"""In-process local models on llama.cpp (xllamacpp): the bundled SmolLM2-135M-Instruct,
+or any chat GGUF passed by path.
 
 Free, offline and small (~200 MB of memory). Tool calls come from grammar-constrained
 output and answers from a second, free-text generation (see
@@ -75,7 +76,14 @@ class _Runtime:
         # The runtime also listens on a loopback port; a random key keeps it private.
         self._key = secrets.token_hex(16)
         params.api_keys = [self._key]
-        self.server = xllamacpp.Server(params)
+        try:
+            self.server = xllamacpp.Server(params)
+        except RuntimeError as e:  # llama.cpp says only "Failed to init server"
+            raise UserError(
+                f"llama.cpp could not load {path} ({e}): is it a complete GGUF file of a "
+                "chat model that llama.cpp supports? Check the file (its size, or load it "
+                "with llama.cpp's own tools) or pass another."
+            ) from e
         self.lock = threading.Lock()
 
     def tokenize(self, text: str) -> int:
@@ -107,11 +115,16 @@ def _runtime(path: Path, threads: int, n_ctx: int) -> _Runtime:
 
 
 class LocalModel(Model):
-    """SmolLM2-135M-Instruct, in process, on CPU (``"local:smollm2"``).
+    """A chat model in a GGUF file, in process, on CPU: the bundled SmolLM2-135M-Instruct
+    (``"local:smollm2"``), or any chat GGUF of yours (``"local:/path/to/model.gguf"``
+    or ``LocalModel(model_path=...)``).
 
-    The weights load on the first request, once per process (instances with the
-    same path, threads and context size share them). Requests run one at a time
-    in a worker thread. Temperature defaults to 0, so replies are reproducible.
+    The prompt is rendered by the GGUF's own chat template (llama.cpp; a file without
+    one gets llama.cpp's default, ChatML, so use instruct models), and tool calls go
+    through the same constrained-decoding adapter whatever the model. The weights
+    load on the first request, once per process (instances with the same path,
+    threads and context size share them). Requests run one at a time in a worker
+    thread. Temperature defaults to 0, so replies are reproducible.
     """
 
     def __init__(
@@ -124,8 +137,17 @@ class LocalModel(Model):
         max_tokens: int = 256,
         max_calls_per_question: int = 2,
     ) -> None:
-        if name != "smollm2":
-            raise UserError(f"Unknown local model {name!r}; the bundled one is 'local:smollm2'.")
+        if model_path is None and name != "smollm2":
+            model_path = name
+        if model_path is not None:
+            path = Path(model_path).expanduser()
+            if path.suffix.lower() != ".gguf":
+                raise UserError(
+                    f"Unknown local model {name if name != 'smollm2' else str(model_path)!r}: "
+                    "use 'local:smollm2' (the bundled model) or the path of a chat model's "
+                    "GGUF file, e.g. 'local:/models/qwen2.5-0.5b-instruct-q4_k_m.gguf'."
+                )
+            name = str(path.resolve())
         if threads < 1:
             raise UserError(f"threads must be at least 1 (got {threads}).")
         if max_calls_per_question < 1:
@@ -133,7 +155,8 @@ class LocalModel(Model):
                 f"max_calls_per_question must be at least 1 (got {max_calls_per_question})."
             )
         self._name = f"local:{name}"
-        self.model_path = Path(model_path) if model_path is not None else None
+        self.model_path = Path(name) if model_path is not None else None
+        """The GGUF file (None: the bundled SmolLM2)."""
         self.threads = threads
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
@@ -144,7 +167,7 @@ class LocalModel(Model):
         return self._name
 
     def token_counter(self) -> _LocalTokenCounter:
-        """Counts with SmolLM2's own tokenizer (loads the model on first use)."""
+        """Counts with the model's own tokenizer (loads the model on first use)."""
         return _LocalTokenCounter(self)
 
     def _load(self) -> _Runtime:
