@@ -33,6 +33,7 @@ from agentlab.evals.report import GATE_METRICS, REGRESSION_GATE, EvalReport, Gat
 from agentlab.evals.results import CaseResult
 from agentlab.evals.runner import evaluate, evaluate_sync, reproducible_report
 from agentlab.evals.scorers import Score, Scorer, build_scorer, registry, scorer
+from agentlab.evals.side_by_side import SideBySide, side_by_side
 from agentlab.evals.stored import load_eval
 from agentlab.evals.toolcalls import MadeCall, ToolCallMatch, made_calls, match_tool_calls
 
@@ -65,6 +66,8 @@ __all__ = [  # noqa: RUF022 - grouped: datasets, running, scoring, metrics, repo
     "made_calls",
     "match_tool_calls",
     "CaseResult",
+    "SideBySide",
+    "side_by_side",
     "EvalMetrics",
     "TagCounts",
     "compute_metrics",
