@@ -52,6 +52,8 @@ SLOW_MODULES = frozenset(
         "test_browser_evals.py",  # JupyterLab and Chromium (~30 s)
         "test_browser_workbench.py",  # JupyterLab and Chromium (~25 s)
         "test_browser_traces.py",  # JupyterLab and Chromium (~25 s)
+        "test_browser_plan.py",  # JupyterLab and Chromium (~20 s)
+        "test_browser_state_machine.py",  # JupyterLab and Chromium (~20 s)
         "test_kill_recovery.py",  # ~380 forked processes SIGKILLed and recovered (~2-3 min)
     }
 )

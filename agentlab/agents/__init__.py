@@ -6,6 +6,8 @@ from agentlab.agents.records import RunResult, Step, ToolCallRecord
 from agentlab.agents.replay_diff import RunDiff, StepDiff
 from agentlab.agents.replaying import replay, replay_sync
 from agentlab.agents.run import Run
+from agentlab.agents.state_machine import State, StateBudget, StateMachine, Transition
+from agentlab.agents.state_machine_agent import StateMachineAgent
 from agentlab.redact import install_log_redaction
 
 # Secrets never reach agentlab's log lines either (its loggers only; idempotent).
@@ -17,10 +19,15 @@ __all__ = [
     "Run",
     "RunDiff",
     "RunResult",
+    "State",
+    "StateBudget",
+    "StateMachine",
+    "StateMachineAgent",
     "Step",
     "StepDiff",
     "ToolCallRecord",
     "Tracer",
+    "Transition",
     "replay",
     "replay_sync",
 ]

@@ -268,6 +268,11 @@ class Agent:
         """The conversation a run starts from."""
         raise NotImplementedError
 
+    def structure_html(self, run: Run) -> str:
+        """HTML of what this pattern adds to a run's view (the plan, the state path);
+        empty for ReAct. Shown by the run's notebook view."""
+        return ""
+
     def turn(self, run: Run) -> Turn:
         """What `run`'s next step offers the model (see :mod:`agentlab.agents.turn`).
         The default: every tool, the model's choice, no instruction. Patterns that

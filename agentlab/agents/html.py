@@ -166,7 +166,7 @@ def run_html(run: Run) -> str:
             "cost": esc(cost_text(run.cost)),
         }
     )
-    steps = _steps_table(run.steps) if run.steps else ""
+    steps = run.agent.structure_html(run) + (_steps_table(run.steps) if run.steps else "")
     failure = None if run.failure is None else run.failure.to_dict()
     ending = _ending(run.output, run.explanation, failure)
     if run.status == "paused" and run.pending is not None:

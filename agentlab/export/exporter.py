@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agentlab.agents.state_spec import spec_files
 from agentlab.export import templates
 from agentlab.export.cells import ExportCell, ExportError, NotebookCells, read_export_cells
 from agentlab.export.validation import GateResult, Validator, lint_gate, run_eval_notebook
@@ -159,7 +160,8 @@ def lint_notebook(notebook: str | os.PathLike[str], **options: Any) -> LintRepor
     source = read_export_cells(notebook)
     nb_path = _display_path(source.path)
     agent_py, factory = _agent_module("agent", source, nb_path, {})
-    agent = _built_agent(agent_py, factory, nb_path)
+    with spec_files(base=source.path.parent):  # relative paths as in the notebook
+        agent = _built_agent(agent_py, factory, nb_path)
     if not hasattr(agent, "tools"):
         raise ExportError(
             f"The exported cells of {nb_path} define {factory} as a {type(agent).__name__}, "
@@ -180,6 +182,27 @@ def _lint_record(agent_py: str, factory: str, notebook: str, allow: bool) -> dic
             ) from e.__cause__
         return {"passed": False, "override": True, "error": str(e)}
     return lint_gate(agent, notebook, allow_lint_errors=allow)
+
+
+def _packaged_specs(name: str, loaded: Mapping[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """The package's copies of the spec files the exported cells loaded (by their path
+    in the package) and, by the path each cell named, the copy that the package's
+    ``create_agent()`` reads instead (see :mod:`agentlab.agents.state_spec`)."""
+    copies: dict[str, str] = {}
+    names: dict[str, str] = {}
+    by_file: dict[Path, str] = {}
+    for named in sorted(loaded):
+        file = loaded[named].resolve()
+        if file not in by_file:
+            stem, suffix, n = file.stem, file.suffix, 1
+            packaged = f"specs/{file.name}"
+            while f"{name}/{packaged}" in copies:
+                n += 1
+                packaged = f"specs/{stem}-{n}{suffix}"
+            copies[f"{name}/{packaged}"] = file.read_text(encoding="utf-8")
+            by_file[file] = packaged
+        names[named] = by_file[file]
+    return copies, names
 
 
 def _json(data: Any) -> str:
@@ -283,7 +306,9 @@ def export_notebook(
     params = {**_parameters(source.parameters), **overrides}
     target = Path(out) / name
     eval_params = dict(eval_parameters or {})
-    lint = _lint_record(agent_py, factory, nb_path, allow_lint_errors)
+    with spec_files(base=source.path.parent) as specs:  # records the spec files loaded
+        lint = _lint_record(agent_py, factory, nb_path, allow_lint_errors)
+    spec_copies, spec_names = _packaged_specs(name, specs.loaded)
 
     validation: dict[str, Any] = {"skipped": True}
     verdict: GateResult | None = None
@@ -338,7 +363,11 @@ def export_notebook(
         ),
         f"{name}/agent.py": agent_py,
         f"{name}/app.py": templates.APP.format(name=name, dist=dist),
-        f"{name}/config.json": _json({"factory": factory, "name": name, "parameters": params}),
+        f"{name}/config.json": _json(
+            {"factory": factory, "name": name, "parameters": params}
+            | ({"spec_files": spec_names} if spec_names else {})
+        ),
+        **spec_copies,
         "tests/test_agent.py": templates.TESTS.format(
             name=name,
             dataset=dataset_path.name if dataset_path else "none",

@@ -27,7 +27,7 @@ test = ["pytest>=8"]
 packages = ["{name}"]
 
 [tool.setuptools.package-data]
-{name} = ["*.json"]
+{name} = ["*.json", "specs/*"]
 
 [tool.pytest.ini_options]
 testpaths = ["tests"]
@@ -52,9 +52,11 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from agentlab.agents import Agent
+from agentlab.agents.state_spec import spec_files
 
 __all__ = ["config", "create_agent"]
 
@@ -66,10 +68,14 @@ def config() -> dict[str, Any]:
 
 
 def create_agent() -> Agent:
-    """The agent, as the notebook's exported cells define it ({factory_doc})."""
-    from {name} import agent as module
+    """The agent, as the notebook's exported cells define it ({factory_doc}); the
+    state-machine spec files they load are read from this package's copies."""
+    here = Path(__file__).parent
+    copies = {{named: here / file for named, file in config().get("spec_files", {{}}).items()}}
+    with spec_files(packaged=copies):
+        from {name} import agent as module
 
-    {factory_call}
+        {factory_call}
 '''
 
 APP = '''\
@@ -184,6 +190,8 @@ are at `/docs`.
 
 - `{name}/agent.py`: the notebook's exported cells, each with a comment naming its cell.
 - `{name}/config.json`: the factory and the notebook parameters the export used.
+- `{name}/specs/`: copies of the state-machine spec files the cells load (if any),
+  which `create_agent()` reads instead of the notebook's paths.
 - `{name}/export.json`: provenance and the evaluation the export passed (or the
   recorded override).
 """

@@ -18,6 +18,7 @@ from agentlab.agents.html import paused_html
 from agentlab.errors import UserError
 from agentlab.tracing import TraceStore
 from agentlab.ui.charts import INK, themed_png
+from agentlab.ui.state_view import state_view_html
 
 if TYPE_CHECKING:
     from agentlab.agents.run import Run
@@ -58,7 +59,8 @@ class RunInspector(widgets.VBox):
     row also holds its ``attempts``, ``served_by`` and ``route``), ``breakers`` and
     ``alerts`` (the run's rows of ``breaker_transitions`` and ``alerts``), ``run_id``,
     ``run_selector`` (``None`` unless `last` is given), ``next_button``, ``finish_button``,
-    ``summary``, ``steps_view``, ``events_view`` (breakers and alerts), ``chart``
+    ``summary``, ``pattern_view`` (the plan or the state path of a run of those patterns),
+    ``steps_view``, ``events_view`` (breakers and alerts), ``chart``
     (matplotlib figure in an Output), ``message``.
     """
 
@@ -83,6 +85,7 @@ class RunInspector(widgets.VBox):
         self.alerts: list[dict[str, Any]] = []
 
         self.summary = widgets.HTML()
+        self.pattern_view = widgets.HTML()
         self.steps_view = widgets.HTML()
         self.events_view = widgets.HTML()
         self.chart = widgets.Output(layout=widgets.Layout(min_height="40px"))
@@ -118,6 +121,7 @@ class RunInspector(widgets.VBox):
                 widgets.HBox(controls),
                 self.message,
                 self.summary,
+                self.pattern_view,
                 self.steps_view,
                 self.events_view,
                 self.chart,
@@ -137,6 +141,7 @@ class RunInspector(widgets.VBox):
             self.rows = _records(self.store.steps(self.run_id))
             self._read_resilience(self.run_id)
         self.summary.value = self._summary_html()
+        self.pattern_view.value = self._pattern_html()
         self.steps_view.value = _html.steps_table_html(self.rows)
         self.events_view.value = self._events_html()
         self._draw_chart()
@@ -220,6 +225,10 @@ class RunInspector(widgets.VBox):
         if not parts:
             return ""
         return _html.STYLE + '<div class="agentlab">' + "".join(parts) + "</div>"
+
+    def _pattern_html(self) -> str:
+        """What the run's pattern adds: a state machine's path ('' for ReAct)."""
+        return state_view_html(self.rows, self.run_row)
 
     def _load_runs(self, limit: int) -> None:
         assert self.run_selector is not None
