@@ -128,3 +128,63 @@ def test_an_instruction_is_not_repeated_when_a_failed_request_is_asked_again() -
     assert result.status == "completed" and result.steps == 2  # the first was asked again
     texts = [m.content for m in result.messages if isinstance(m, UserMessage)]
     assert texts == ["q", "Answer briefly."]
+
+
+def test_a_run_rebuilt_from_its_trace_has_every_instruction_the_live_run_had(tmp_path) -> None:
+    from agentlab.agents.recovery import read_run
+    from agentlab.tools import Tool
+    from agentlab.tracing import TraceStore
+
+    def send(text: str) -> str:
+        """Send a text to the customer.
+
+        Args:
+            text: what to send.
+        """
+        return "sent"
+
+    class Instructs(ReActAgent):
+        def turn(self, run: Run) -> Turn:
+            return Turn(self.tool_definitions, instruction=f"Now step {len(run.steps) + 1}.")
+
+    def reply(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> AssistantMessage:
+        n = sum(1 for m in messages if m.role == "assistant")
+        name = "add" if n == 0 else "send"
+        args = '{"a": 1, "b": 2}' if n == 0 else '{"text": "hello"}'
+        return AssistantMessage(tool_calls=(ToolCall(id=f"c{n}", name=name, arguments=args),))
+
+    store = TraceStore(tmp_path)
+    tools = [add, Tool(send, requires_approval=True)]
+    live = Instructs(FunctionModel(reply), tools, trace=store).start("q")
+    live.finish_sync()
+    assert live.status == "paused"
+    rebuilt = read_run(Instructs(FunctionModel(reply), tools, trace=store), live.id, store)
+    assert [(m.role, m.content) for m in rebuilt.messages] == [
+        (m.role, m.content) for m in live.messages
+    ]
+    texts = [m.content for m in rebuilt.messages if isinstance(m, UserMessage)]
+    assert texts == ["q", "Now step 1.", "Now step 2."]
+
+
+def test_text_where_a_tool_call_was_required_is_not_an_answer_and_is_asked_again() -> None:
+    replies = iter(
+        [
+            "I'd rather chat",
+            AssistantMessage(
+                tool_calls=(ToolCall(id="c1", name="add", arguments='{"a": 1, "b": 2}'),)
+            ),
+            "3",
+        ]
+    )
+
+    class MustCall(ReActAgent):
+        def turn(self, run: Run) -> Turn:
+            if any(s.tool_calls for s in run.steps):
+                return Turn((), tool_choice="none")
+            return Turn(self.tool_definitions, tool_choice="required")
+
+    run = MustCall(FunctionModel(lambda m, t: next(replies)), [add], trace=False).start("q")
+    result = run.finish_sync()
+    assert result.status == "completed" and result.output == "3"
+    assert "answered in text where it had to call a tool" in str(run.steps[0].error)
+    assert [len(s.tool_calls) for s in run.steps] == [0, 1, 0]

@@ -142,6 +142,11 @@ def _rebuild(
     ) in enumerate(model_calls):
         if index == 0:
             messages.extend(load_messages(delta or "[]"))
+        else:  # what the run added before this request (a pattern's instruction); the
+            # tool results are rebuilt below from their rows, as the model was shown them
+            messages.extend(
+                m for m in load_messages(delta or "[]") if not isinstance(m, ToolMessage)
+            )
         reply = AssistantMessage.model_validate_json(response) if response else None
         step = Step(
             step_no,

@@ -87,6 +87,9 @@ _TOOL_NEXT = {
 }
 
 
+_MAY_ANSWER = (None, "auto", "none")  # tool_choice values under which text is an answer
+
+
 class Run:
     """One execution of an agent on one input.
 
@@ -557,10 +560,15 @@ class Run:
         if reply.tool_calls:
             self._failures.pop("model", None)
             await self._call_tools(step, reply.tool_calls)
-        elif reply.content:
+        elif reply.content and turn.tool_choice in _MAY_ANSWER:
             self._finish("completed", output=reply.content)
         else:
-            step.error = "the model replied with neither a tool call nor any text"
+            step.error = (
+                "the model replied with neither a tool call nor any text"
+                if not reply.content
+                else f"the model answered in text where it had to call a tool "
+                f"(tool_choice={turn.tool_choice!r}; a server that ignores tool_choice?)"
+            )
             self._model_failed(
                 step, UnexpectedModelOutputError(step.error, model=response.model_name)
             )
