@@ -25,8 +25,11 @@ from agentlab.models._tool_grammar import (
     conversation_texts,
     parse_calls,
     render_answer_turns,
+    repeated_argument,
 )
 from agentlab.models.local import LocalModel
+from agentlab.models.local_relevance import relevance, shortlist
+from agentlab.models.local_values import numbers_in
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,6 +54,11 @@ GET_ORDER = ToolDefinition(
     },
 )
 TOOLS = [FIND_CUSTOMER, GET_ORDER]
+GCD = ToolDefinition(
+    name="greatest_common_divisor",
+    description="Greatest common divisor of two integers.",
+    parameters={"type": "object", "properties": {"a": {"type": "integer"}}},
+)
 SYSTEM = SystemMessage(content="You are a customer-support agent for an online shop.")
 
 
@@ -264,3 +272,109 @@ def test_answer_prompt_restates_the_question_with_facts() -> None:
     assert turn["role"] == "user"
     assert turn["content"].startswith("What's the status of my order O-1001?")
     assert "status: shipped\nitems: none" in turn["content"]
+
+
+# --- generalising to any tool: relevance, argument values --------------------------
+
+FORECAST = ToolDefinition(
+    name="get_forecast",
+    description="Daily weather forecast for a city.",
+    parameters={
+        "type": "object",
+        "required": ["city"],
+        "properties": {
+            "city": {"type": "string"},
+            "days": {"type": "integer", "description": "Days to forecast. Default 3."},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            "hourly": {"type": "boolean"},
+            "place": {
+                "type": "object",
+                "required": ["street"],
+                "properties": {"street": {"type": "string"}, "floor": {"type": "integer"}},
+            },
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+)
+
+
+def test_numbers_are_read_as_written() -> None:
+    text = "Send 1,200.50 GBP; x^2 - 5x at 6.5% for 120k, not P-4410 or 1Z99, on 2026-04-10"
+    assert numbers_in([text]) == [1200.5, 2, 5, -5, 6.5, 0.065, 120000, 1, 2026]
+
+
+def test_arguments_are_narrowed_to_what_the_question_offers() -> None:
+    question = "Forecast for Oslo, 5 days from 2026-01-01, hourly, in fahrenheit"
+    texts = [question]
+    (option,) = calls_schema([FORECAST], texts, spans=candidate_spans(texts))["items"]["anyOf"]
+    arguments = option["properties"]["arguments"]
+    props = arguments["properties"]
+    assert props["days"] == {"enum": [5]}  # the number next to "days", not the date's
+    assert props["unit"]["enum"] == ["fahrenheit"]
+    assert props["hourly"]["enum"] == [True]
+    assert "Oslo" in props["city"]["enum"] and "2026-01-01" in props["city"]["enum"]
+    assert "place" not in props and "tags" not in props  # optional and not mentioned
+    assert set(arguments["required"]) == {"city", "days", "unit", "hourly"}
+    # Nothing mentioned: the optional parameters are left out, the required one stays.
+    (option,) = calls_schema([FORECAST], ["Weather in Rome?"])["items"]["anyOf"]
+    assert list(option["properties"]["arguments"]["properties"]) == ["city"]
+
+
+def test_nested_and_array_strings_are_spans_and_enum_values_are_not() -> None:
+    texts = ["Lights on in the hall at place Main Street, tags: red"]
+    tool = FORECAST.model_copy(
+        update={
+            "parameters": {
+                **FORECAST.parameters,
+                "required": ["city", "place", "tags", "unit"],
+                "properties": {
+                    **FORECAST.parameters["properties"],
+                    "unit": {"type": "string", "enum": ["on", "off"]},
+                },
+            }
+        }
+    )
+    spans = candidate_spans(texts)
+    (option,) = calls_schema([tool], texts, spans=spans)["items"]["anyOf"]
+    props = option["properties"]["arguments"]["properties"]
+    assert props["unit"]["enum"] == ["on"]
+    assert "on" not in props["city"]["enum"] and "hall" in props["city"]["enum"]
+    assert props["place"]["properties"]["street"]["enum"] == props["city"]["enum"]
+    assert props["tags"]["items"]["enum"] == props["city"]["enum"]
+    assert props["tags"]["maxItems"] > 0
+
+
+def test_only_tools_the_question_points_to_are_offered() -> None:
+    tools = [FORECAST, *TOOLS]
+    assert shortlist("Hello! How are you today?", tools) == []
+    assert shortlist("Will it rain in Oslo? Give me the forecast.", tools) == [FORECAST]
+    assert [t.name for t in shortlist("Status of order O-1001?", tools)] == ["get_order"]
+    assert relevance("What is the GCD of 8 and 12?", [GET_ORDER, GCD]) == [
+        0.0,
+        pytest.approx(1.0986, abs=1e-3),
+    ]
+
+
+def test_repeated_list_items_are_dropped() -> None:
+    text = '<tool_call>[{"name":"t","arguments":{"a":["x","x","y"],"n":[1,1]}}]</tool_call>'
+    (call,) = parse_calls(text, 1) or ()
+    assert json.loads(call.arguments) == {"a": ["x", "y"], "n": [1, 1]}
+
+
+def test_a_value_copied_into_two_slots_is_avoided_in_the_first() -> None:
+    call = ToolCall(id="c", name="visa", arguments='{"from": "Canada", "to": " canada", "n": 2}')
+    assert repeated_argument(call) == {"from": "Canada"}
+    assert repeated_argument(call.model_copy(update={"arguments": '{"a": 1, "b": 2}'})) == {}
+    texts = ["I'm Indian. Visa for Canada?"]
+    tool = ToolDefinition(
+        name="visa",
+        description="Visa rules.",
+        parameters={
+            "type": "object",
+            "required": ["from", "to"],
+            "properties": {"from": {"type": "string"}, "to": {"type": "string"}},
+        },
+    )
+    schema = calls_schema([tool], texts, spans=["Indian", "Canada"], avoid={"from": "canada"})
+    props = schema["items"]["anyOf"][0]["properties"]["arguments"]["properties"]
+    assert props["from"] == {"enum": ["Indian"]} and props["to"] == {"enum": ["Indian", "Canada"]}

@@ -12,28 +12,34 @@ A reply with tools takes up to two generations (measured on
 2. **Answer.** When the list is empty, the answer is free text from a plain prompt:
    the latest question, then the tool results as ``key: value`` facts.
 
-Argument copying: a top-level string parameter with a ``pattern`` (an id, an email)
-may only take a value that matches the pattern *and* appears in a user message or a
-tool result, and that no answered call has used yet; a tool whose required
-pattern parameter has no such value is left out of the grammar. A 135M model
-invents ids and repeats calls otherwise, so give id parameters a ``pattern``.
-Any other top-level string parameter (no ``pattern``, ``enum``, ``const`` or
-``format``) may only take a span of the conversation (:func:`candidate_spans`): a run of 1 to
-``SPAN_WORDS`` whitespace-separated words within a clause (not across ``?!,;:"()[]{}``
-or a full stop), stripped of surrounding punctuation, from the latest user message
-first, then the tool results and earlier user messages (at most ``MAX_SPANS``). Spans
-may repeat an answered call (which is then retried without that tool: excluding them
-made the model call again with another span rather than answer). Such a tool is never
-left out; with no span the parameter stays a bounded free string. This lifts
-first-call accuracy on tools without patterns from 9% to 45%, but not answering after
-a result (the model keeps calling): patterns still do much better.
+Which tools: before the first call for a question, only the tools the question's words
+point to are listed and allowed (:func:`agentlab.models.local_relevance.shortlist`);
+none: the model answers without calling (a 135M model calls a tool for almost any
+question otherwise). After a result, all tools are offered.
+
+Argument values (:mod:`agentlab.models.local_values`), at every depth: a string with
+a ``pattern`` (an id, an email) may only take a value that matches the pattern *and*
+appears in a user message or a tool result, and that no answered call has used yet;
+a tool whose required pattern parameter has no such value is left out of the
+grammar. A 135M model invents ids and repeats calls otherwise, so give id parameters
+a ``pattern``. Any other free string may only take a span of the conversation
+(:func:`candidate_spans`): a run of 1 to ``SPAN_WORDS`` whitespace-separated words
+within a clause (not across ``?!;"()[]{}``, nor a comma, colon or full stop followed
+by a space), stripped of surrounding punctuation, from the latest user message
+first, then the tool results and earlier user messages (at most ``MAX_SPANS``).
+Spans may repeat an answered call (which is then retried without that tool). With
+no span the parameter stays a bounded free string. Numbers take numbers written in
+the conversation, enums the values the question mentions, and optional parameters
+the question does not mention are left out. A reply that copies one value into two
+arguments is generated again with the first of them barred from that value
+(:func:`repeated_argument`), and repeated strings are dropped from lists.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentlab.messages import (
@@ -45,6 +51,7 @@ from agentlab.messages import (
     ToolMessage,
     UserMessage,
 )
+from agentlab.models.local_values import Evidence, narrow_parameters
 
 __all__ = [
     "calls_grammar",
@@ -56,6 +63,7 @@ __all__ = [
     "parse_calls",
     "render_answer_turns",
     "render_call_turns",
+    "repeated_argument",
     "tool_call_count",
     "used_values",
 ]
@@ -66,7 +74,7 @@ COPY_VALUES = True  # pattern parameters take values copied from the conversatio
 SPAN_WORDS = 3  # other string parameters copy spans of up to this many words (0: off)
 MAX_SPANS = 200
 _PUNCTUATION = "?,.!:;\"'()[]{}"
-_CLAUSE_BREAK = re.compile(r"[?!,;:\"(){}\[\]]|\.(?=\s|$)")  # spans do not cross these
+_CLAUSE_BREAK = re.compile(r"[?!;\"(){}\[\]]|[.,:](?=\s|$)")  # spans do not cross these
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 TOOL_PROMPT = """\
@@ -126,18 +134,6 @@ def _prefix_refs(schema: Any, prefix: str) -> Any:
     return out
 
 
-def _matches(pattern: str, texts: Sequence[str]) -> list[str]:
-    """The distinct whole-word substrings of `texts` that match `pattern`."""
-    try:
-        whole = re.compile(pattern)
-        inner = pattern.removeprefix("^").removesuffix("$")
-        part = re.compile(rf"(?<![A-Za-z0-9])(?:{inner})(?![A-Za-z0-9])")
-    except re.error:
-        return []
-    found = dict.fromkeys(m.group(0) for text in texts for m in part.finditer(text))
-    return [v for v in found if whole.search(v)]
-
-
 def candidate_spans(
     texts: Sequence[str], max_words: int | None = None, limit: int | None = None
 ) -> list[str]:
@@ -160,40 +156,6 @@ def candidate_spans(
     return list(spans)
 
 
-def _is_free_string(spec: Any) -> bool:
-    return (
-        isinstance(spec, dict)
-        and spec.get("type") == "string"
-        and not ({"pattern", "enum", "const", "format"} & spec.keys())
-    )
-
-
-def _copy_values(
-    params: dict[str, Any], texts: Sequence[str], used: set[str], spans: Sequence[str]
-) -> dict[str, Any] | None:
-    """`params` with each pattern property narrowed to the unused values in `texts` and
-    each other free string property to `spans`; ``None`` when a required pattern
-    property has no such value."""
-    props = params.get("properties")
-    if not isinstance(props, dict):
-        return params
-    narrowed: dict[str, Any] = {}
-    for name, spec in props.items():
-        pattern = spec.get("pattern") if isinstance(spec, dict) else None
-        if isinstance(pattern, str):
-            values = [v for v in _matches(pattern, texts) if v not in used]
-        elif _is_free_string(spec):
-            narrowed[name] = {"enum": list(spans)} if spans else spec
-            continue
-        else:
-            narrowed[name] = spec
-            continue
-        if not values and name in params.get("required", ()):
-            return None
-        narrowed[name] = {"enum": values} if values else spec
-    return {**params, "properties": narrowed}
-
-
 def calls_schema(
     tools: Sequence[ToolDefinition],
     texts: Sequence[str] = (),
@@ -201,9 +163,11 @@ def calls_schema(
     spans: Sequence[str] = (),
     *,
     required: bool = False,
+    avoid: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON schema of a list of at most one call ``{"name": ..., "arguments": ...}``
-    (exactly one when a call is `required`).
+    (exactly one when a call is `required`); `avoid` maps argument names to a value
+    they may not take (when they have others to choose from).
 
     `texts` are where pattern arguments are copied from, `used` the values they may
     no longer take, `spans` the values other string arguments may take (see the
@@ -216,10 +180,13 @@ def calls_schema(
     for t in tools:
         params: dict[str, Any] | None = _prefix_refs(_constrain(t.parameters), f"{t.name}__")
         if COPY_VALUES and params:
-            copied = _copy_values(params, texts, set(used), spans)
+            evidence = Evidence(texts[0] if texts else "", texts, frozenset(used), spans)
+            copied = narrow_parameters(params, evidence)
             if copied is None and not required:
                 continue
             params = copied or params
+        if params and avoid:
+            params = _avoiding(params, avoid)
         for name, spec in (params or {}).pop("$defs", {}).items():
             defs[f"{t.name}__{name}"] = spec
         options.append(
@@ -243,6 +210,36 @@ def calls_schema(
     return schema
 
 
+def _avoiding(params: dict[str, Any], avoid: Mapping[str, Any]) -> dict[str, Any]:
+    properties = dict(params.get("properties") or {})
+    for key, bad in avoid.items():
+        spec = properties.get(key)
+        if isinstance(spec, dict) and isinstance(spec.get("enum"), list):
+            rest = [v for v in spec["enum"] if not _same_value(v, bad)]
+            properties[key] = {**spec, "enum": rest} if rest else spec
+    return {**params, "properties": properties}
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().casefold() == b.strip().casefold()
+    return type(a) is type(b) and a == b
+
+
+def repeated_argument(call: ToolCall) -> dict[str, Any]:
+    """``{name: value}`` for the first top-level argument whose string or number value
+    a later argument repeats (a small model copies one value into several slots), or
+    ``{}``."""
+    arguments = _arguments(call)
+    if not isinstance(arguments, dict):
+        return {}
+    items = [(k, v) for k, v in arguments.items() if isinstance(v, (str, int, float))]
+    for i, (key, value) in enumerate(items):
+        if any(_same_value(value, other) for _, other in items[i + 1 :]):
+            return {key: value}
+    return {}
+
+
 def calls_grammar(
     tools: Sequence[ToolDefinition],
     texts: Sequence[str] = (),
@@ -250,6 +247,7 @@ def calls_grammar(
     spans: Sequence[str] = (),
     *,
     required: bool = False,
+    avoid: Mapping[str, Any] | None = None,
 ) -> str:
     """The llguidance grammar of ``<tool_call>[...]</tool_call>`` (see :func:`calls_schema`)."""
     key_separator, item_separator = SEPARATORS
@@ -259,7 +257,7 @@ def calls_grammar(
             "key_separator": key_separator,
             "item_separator": item_separator,
         },
-        **calls_schema(tools, texts, used, spans, required=required),
+        **calls_schema(tools, texts, used, spans, required=required, avoid=avoid),
     }
     return f'%llguidance {{}}\nstart: "{OPEN}" calls "{CLOSE}"\ncalls: %json {json.dumps(schema)}'
 
@@ -284,9 +282,24 @@ def parse_calls(text: str, call_number: int) -> tuple[ToolCall, ...] | None:
             and isinstance(item.get("arguments"), dict)
         ):
             return None
-        arguments = json.dumps(item["arguments"])
+        arguments = json.dumps(_without_repeats(item["arguments"]))
         calls.append(ToolCall(id=f"call_{call_number + i}", name=item["name"], arguments=arguments))
     return tuple(calls)
+
+
+def _without_repeats(value: Any) -> Any:
+    """`value` with repeated strings dropped from its lists, at any depth (a small model
+    repeats a list item until ``maxItems``)."""
+    if isinstance(value, dict):
+        return {k: _without_repeats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [_without_repeats(v) for v in value]
+        seen: list[Any] = []
+        for item in items:
+            if not (isinstance(item, str) and item in seen):
+                seen.append(item)
+        return seen
+    return value
 
 
 # -- history ---------------------------------------------------------------------------

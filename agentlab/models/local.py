@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agentlab.errors import MissingExtraError, ModelError, UnexpectedModelOutputError, UserError
-from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition
+from agentlab.messages import AssistantMessage, Message, ToolCall, ToolDefinition, UserMessage
 from agentlab.models import _tool_grammar as grammar
 from agentlab.models.base import (
     Model,
@@ -31,6 +31,7 @@ from agentlab.models.base import (
     check_allow_model_requests,
     forced_tools,
 )
+from agentlab.models.local_relevance import shortlist
 from agentlab.usage import Usage
 
 __all__ = ["LocalModel", "smollm2_path"]
@@ -204,8 +205,11 @@ class LocalModel(Model):
         With tools, phase 1 decides in one constrained generation whether to call a
         tool and with which arguments (a list of at most one call); when it makes no
         call, phase 2 writes the answer as free text from a prompt that restates the
-        question with the tool results. A call repeating one already answered is
-        generated again without that tool. After `max_calls_per_question` calls since the
+        question with the tool results. Before the first call for a question, only
+        the tools the question's words point to are offered, and none means an
+        answer. A call repeating one already answered is generated again without
+        that tool; a call giving two arguments the same value, again with the first
+        of them barred from it. After `max_calls_per_question` calls since the
         latest user message it answers without calling (a small model otherwise keeps
         following the ids in each result). A phase-1 reply that is not a list of calls
         raises :class:`~agentlab.errors.UnexpectedModelOutputError`.
@@ -224,10 +228,20 @@ class LocalModel(Model):
         ):
             text, usage, _ = await self._generate(runtime, grammar.render_answer_turns(messages), s)
             return ModelResponse(AssistantMessage(content=text), usage, self.name)
-        calls, usage = await self._calls(runtime, messages, tools, tools, s)
+        offered = _offered(messages, tools)
+        calls, usage = (), Usage()
+        if offered:
+            calls, usage = await self._calls(runtime, messages, offered, offered, s)
+        avoid = grammar.repeated_argument(calls[0]) if calls else {}
+        if avoid:  # one value in two slots: again, the first slot without it
+            chosen = [t for t in offered if t.name == calls[0].name]
+            calls, again = await self._calls(
+                runtime, messages, offered, chosen, s, required=True, avoid=avoid
+            )
+            usage += again
         if calls and grammar.is_repeated_call(calls[0], messages):
-            others = [t for t in tools if t.name != calls[0].name]
-            calls, again = await self._calls(runtime, messages, tools, others, s)
+            others = [t for t in offered if t.name != calls[0].name]
+            calls, again = await self._calls(runtime, messages, offered, others, s)
             usage += again
         if calls:
             return ModelResponse(AssistantMessage(tool_calls=calls), usage, self.name)
@@ -243,9 +257,10 @@ class LocalModel(Model):
         settings: ModelSettings,
         *,
         required: bool = False,
+        avoid: dict[str, Any] | None = None,
     ) -> tuple[tuple[ToolCall, ...], Usage]:
         """Phase 1: the calls to make (``()`` for none, unless a call is `required`),
-        `allowed` constraining them."""
+        `allowed` constraining them (and `avoid`, see :func:`grammar.calls_schema`)."""
         texts = grammar.conversation_texts(messages)
         text, usage, finish = await self._generate(
             runtime,
@@ -257,6 +272,7 @@ class LocalModel(Model):
                 grammar.used_values(messages),
                 grammar.candidate_spans(texts),
                 required=required,
+                avoid=avoid,
             ),
         )
         calls = grammar.parse_calls(text, grammar.tool_call_count(messages) + 1)
@@ -308,6 +324,16 @@ class LocalModel(Model):
             ),
             choice.get("finish_reason"),
         )
+
+
+def _offered(messages: Sequence[Message], tools: Sequence[ToolDefinition]) -> list[ToolDefinition]:
+    """The tools to offer: before the first call for the latest user message, only those
+    its words point to (:func:`~agentlab.models.local_relevance.shortlist`; none: answer);
+    after a result, all of them."""
+    question = next((m.content for m in reversed(messages) if isinstance(m, UserMessage)), None)
+    if question is None or grammar.calls_since_question(messages):
+        return list(tools)
+    return shortlist(question, tools)
 
 
 class _LocalTokenCounter:
