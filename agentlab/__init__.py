@@ -18,6 +18,9 @@ _EXPORTS: dict[str, str] = {
     "Run": "agentlab.agents",
     "RunResult": "agentlab.agents",
     "Step": "agentlab.agents",
+    "PlanExecuteAgent": "agentlab.agents",
+    "Plan": "agentlab.agents",
+    "PlanStep": "agentlab.agents",
     "StateMachineAgent": "agentlab.agents",
     "StateMachine": "agentlab.agents",
     "State": "agentlab.agents",
@@ -94,6 +97,9 @@ if TYPE_CHECKING:
     from agentlab._context import current_run
     from agentlab.agents import (
         Agent,
+        Plan,
+        PlanExecuteAgent,
+        PlanStep,
         ReActAgent,
         Run,
         RunDiff,

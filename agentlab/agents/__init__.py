@@ -1,6 +1,8 @@
 """Agents and the run loop they share."""
 
 from agentlab.agents.agent import Agent, Tracer
+from agentlab.agents.plan import Plan, PlanStep, plan_diff
+from agentlab.agents.plan_execute import PlanExecuteAgent
 from agentlab.agents.react import ReActAgent
 from agentlab.agents.records import RunResult, Step, ToolCallRecord
 from agentlab.agents.replay_diff import RunDiff, StepDiff
@@ -15,6 +17,9 @@ install_log_redaction()
 
 __all__ = [
     "Agent",
+    "Plan",
+    "PlanExecuteAgent",
+    "PlanStep",
     "ReActAgent",
     "Run",
     "RunDiff",
@@ -28,6 +33,7 @@ __all__ = [
     "ToolCallRecord",
     "Tracer",
     "Transition",
+    "plan_diff",
     "replay",
     "replay_sync",
 ]

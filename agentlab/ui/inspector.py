@@ -18,6 +18,7 @@ from agentlab.agents.html import paused_html
 from agentlab.errors import UserError
 from agentlab.tracing import TraceStore
 from agentlab.ui.charts import INK, themed_png
+from agentlab.ui.plan_view import plan_view_html
 from agentlab.ui.state_view import state_view_html
 
 if TYPE_CHECKING:
@@ -227,8 +228,9 @@ class RunInspector(widgets.VBox):
         return _html.STYLE + '<div class="agentlab">' + "".join(parts) + "</div>"
 
     def _pattern_html(self) -> str:
-        """What the run's pattern adds: a state machine's path ('' for ReAct)."""
-        return state_view_html(self.rows, self.run_row)
+        """What the run's pattern adds: its plans, or a state machine's path ('' for
+        ReAct)."""
+        return plan_view_html(self.rows) or state_view_html(self.rows, self.run_row)
 
     def _load_runs(self, limit: int) -> None:
         assert self.run_selector is not None
