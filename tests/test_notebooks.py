@@ -82,6 +82,20 @@ def test_notebook_runs_with_a_scripted_model(path, tmp_path, kernel):
         assert len(widgets) == 1  # the memory inspector
     if path.name == "03_production_habits.ipynb":
         check_production_habits(nb, data)
+    if path.name == "04_patterns.ipynb":
+        check_patterns(data)
+
+
+def check_patterns(data: list[dict]) -> None:
+    """04: each pattern ran, drew its structure, was evaluated, exported and served."""
+    html = "\n".join(d.get("text/html", "") for d in data)
+    assert "Plan" in html  # the plan-and-execute run shows its plan
+    assert html.count("<svg") >= 3  # the support flow, its run's path, the refund flow
+    table = next(h for h in (d.get("text/html", "") for d in data) if "(best in bold)" in h)
+    assert all(f"<td>{p}</td>" in table for p in ("react", "plan_execute", "state_machine"))
+    served = [d["text/plain"] for d in data if "'state_machine': (" in d.get("text/plain", "")]
+    assert served, "the three exported packages answered over HTTP"
+    assert all(f"'{p}': (" in served[0] for p in ("react", "plan_execute", "state_machine"))
 
 
 HABITS_MIME = "application/x.agentlab.habits+json"

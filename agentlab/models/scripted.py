@@ -20,7 +20,7 @@ from agentlab.messages import (
     ToolDefinition,
     ToolMessage,
 )
-from agentlab.models.base import Model, ModelResponse, ModelSettings
+from agentlab.models.base import Model, ModelResponse, ModelSettings, forced_tools
 from agentlab.usage import Usage
 
 __all__ = ["FunctionModel", "SchemaModel"]
@@ -99,6 +99,8 @@ class FunctionModel(Model):
 
 def example_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
     """A valid value for a JSON schema (required properties only)."""
+    if not isinstance(schema, dict):  # `true` / `false`: any value / none
+        return {} if schema else None
     defs = defs if defs is not None else schema.get("$defs", {})
     if "$ref" in schema:
         return example_from_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
@@ -118,6 +120,8 @@ def example_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = No
         props = schema.get("properties", {})
         return {k: example_from_schema(props[k], defs) for k in schema.get("required", [])}
     if kind == "array":
+        if "prefixItems" in schema:  # a tuple: each position its own schema
+            return [example_from_schema(item, defs) for item in schema["prefixItems"]]
         return [example_from_schema(schema["items"], defs)] if schema.get("minItems") else []
     if kind == "string":
         if "pattern" in schema:
@@ -135,7 +139,9 @@ def example_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = No
 
 class SchemaModel(Model):
     """Calls each tool once, in order, with arguments generated from its schema,
-    then answers with a JSON object of what each tool returned."""
+    then answers with a JSON object of what each tool returned. A ``tool_choice``
+    that requires a call is a call to the first tool it allows, made again if need be.
+    """
 
     def __init__(self, *, name: str = "schema") -> None:
         self._name = f"scripted:{name}"
@@ -152,7 +158,8 @@ class SchemaModel(Model):
         settings: ModelSettings | None = None,
     ) -> ModelResponse:
         results = {m.name: m.content for m in messages if isinstance(m, ToolMessage)}
-        pending = [t for t in tools if t.name not in results]
+        forced = forced_tools(tools, settings.tool_choice if settings else None)
+        pending = list(forced) if forced else [t for t in tools if t.name not in results]
         if pending:
             tool = pending[0]
             call = ToolCall(
