@@ -238,7 +238,7 @@ def test_each_plan_step_is_one_traced_step_offering_only_its_tool(tmp_path) -> N
     progress = agent.progress(run)
     assert progress.current is not None and progress.current.number == 1
     assert [s.status for s in progress.current.steps] == ["next", "pending"]
-    assert "Plan v1" in run.agent.structure_html(run)
+    assert "Plan v1" in run._repr_html_()  # the run view shows its plan
 
     run.step_sync()  # plan step 1: the lookup, with its goal and hints in the instruction
     assert planner.instructions[1].splitlines()[:4] == [

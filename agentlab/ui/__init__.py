@@ -19,6 +19,7 @@ from agentlab.ui.eval_compare import EvalCompare  # noqa: E402
 from agentlab.ui.eval_report import EvalReportView  # noqa: E402
 from agentlab.ui.inspector import RunInspector  # noqa: E402
 from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
+from agentlab.ui.plan_view import PlanView  # noqa: E402
 from agentlab.ui.progress import EvalProgress  # noqa: E402
 from agentlab.ui.trace_explorer import TraceExplorer  # noqa: E402
 from agentlab.ui.workbench import AgentWorkbench  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "EvalProgress",
     "EvalReportView",
     "MemoryInspector",
+    "PlanView",
     "RunInspector",
     "TraceExplorer",
 ]
