@@ -372,6 +372,42 @@ def traces_compact(workspace: Workspace = None) -> None:
     typer.echo(str(TraceStore(workspace, lock_timeout=600).compact()))
 
 
+gateway_app = typer.Typer(help="The gateway's records: usage and cost per client.")
+app.add_typer(gateway_app, name="gateway")
+
+
+@gateway_app.command("report")
+def gateway_report(
+    by: Annotated[
+        str,
+        typer.Option(help="Group by, comma-separated: client, key, agent, version, route, day."),
+    ] = "client,agent,day",
+    since: Annotated[
+        str, typer.Option(help="Requests of this last period: 7d, 24h, 2w, 90m.")
+    ] = "7d",
+    workspace: Workspace = None,
+) -> None:
+    """Print requests, errors, tokens, cost and latency per client, agent and day."""
+    from datetime import UTC, datetime
+
+    from agentlab.errors import UserError
+    from agentlab.serve.gateway.usage import usage_by, usage_table
+    from agentlab.tracing import TraceStore
+    from agentlab.tracing.retention import parse_age
+
+    dimensions = [d.strip() for d in by.split(",") if d.strip()]
+    try:
+        start = datetime.now(UTC) - parse_age(since)
+    except UserError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--since'") from None
+    try:
+        rows = usage_by(TraceStore(workspace), dimensions, since=start)
+    except UserError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--by'") from None
+    typer.echo(f"gateway usage since {start:%Y-%m-%d %H:%M} UTC")
+    typer.echo(usage_table(rows, dimensions))
+
+
 def _imported(spec: str) -> Any:
     """The object ``package.module:name`` names (the working directory is importable)."""
     import importlib

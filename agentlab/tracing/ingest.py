@@ -7,7 +7,8 @@ after the byte offset stored in ``_segments`` are copied to a scratch file. One
 ``read_json`` loads the pass into temporary tables (only the columns of the
 kinds it holds: the reader's cost grows with the columns it fills), and
 set-based statements insert it (runs, model and tool calls, memory, eval and
-alert events) with the new offsets in a transaction, which later passes join up
+alert events; gateway request records, :mod:`agentlab.tracing.gateway_requests`)
+with the new offsets in a transaction, which later passes join up
 to ``_TRANSACTION_BYTES``: an ingest killed half-way loses and duplicates
 nothing. A call whose ``id`` is already stored is skipped. Lines are parsed in
 parallel without keeping their order; a pass in which a call id repeats is
@@ -36,6 +37,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agentlab.events import EVENT_KINDS, Event
+from agentlab.tracing.gateway_requests import (
+    INSERT_REQUESTS,
+    LOAD_REQUESTS,
+    REQUEST_COLUMNS,
+    REQUEST_KIND,
+)
 from agentlab.tracing.writer import (
     CREATING_SUFFIX,
     SEGMENT_SUFFIX,
@@ -433,6 +440,7 @@ _STATEMENTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("breaker_transition",), _INSERT_BREAKER_TRANSITIONS),
     (("alert",), _INSERT_ALERTS),
     (("run_paused", "run_resumed"), _PAUSES),
+    ((REQUEST_KIND,), INSERT_REQUESTS),
 )
 
 
@@ -657,6 +665,8 @@ class _Passes:
                 con.execute(
                     _LOAD_RARE, {"files": step.files, "columns": _RARE_COLUMNS, "kinds": rare}
                 )
+            if REQUEST_KIND in kinds:
+                con.execute(LOAD_REQUESTS, {"files": step.files, "columns": REQUEST_COLUMNS})
         finally:
             for name in step.copies:
                 os.unlink(name)
@@ -698,7 +708,7 @@ def _kinds(con: duckdb.DuckDBPyConnection) -> dict[str | None, int]:
     kinds: dict[str | None, int] = dict(
         con.execute("SELECT kind, count(*) FROM _batch GROUP BY kind").fetchall()
     )
-    unknown = sum(n for kind, n in kinds.items() if kind not in EVENT_KINDS)
+    unknown = sum(n for kind, n in kinds.items() if kind not in (*EVENT_KINDS, REQUEST_KIND))
     if unknown:
         log.warning("ignored %d trace lines that are not events agentlab knows", unknown)
     return kinds

@@ -260,6 +260,28 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX tool_calls_run_id ON tool_calls (run_id);
         """,
     ),
+    (
+        9,
+        "gateway: gateway_requests (one row per request, accepted or rejected)",
+        # No key: ingest writes each line once; queries aggregate over time ranges.
+        """
+        CREATE TABLE gateway_requests (
+            started_at TIMESTAMP NOT NULL,  -- when the request arrived
+            key_id VARCHAR,  -- NULL: no valid key (401)
+            owner VARCHAR,  -- the key's owner: the client
+            agent VARCHAR,
+            version VARCHAR,
+            route VARCHAR,
+            status_code INTEGER NOT NULL,
+            run_id VARCHAR,  -- NULL: no run (rejected, or not a run route)
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cost DOUBLE,
+            latency_ms DOUBLE,
+            error_id VARCHAR  -- the trace store's record of a 500 or a crashed run
+        );
+        """,
+    ),
 )
 
 

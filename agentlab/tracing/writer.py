@@ -98,15 +98,20 @@ class TraceWriter:
         Secrets are redacted first (:mod:`agentlab.redact`): API keys, tokens, and
         the values of fields named like password, secret or api_key never reach disk.
         """
-        data = dump_event(default_redactor().redact_event(event)) + b"\n"
+        self.emit_record(dump_event(default_redactor().redact_event(event)) + b"\n")
+
+    def emit_record(self, line: bytes) -> None:
+        """Append one JSON line that is not an event but a record the store ingests
+        too (a gateway request: :mod:`agentlab.tracing.gateway_requests`), newline
+        included, as is (not redacted); on disk as :meth:`emit` says."""
         with self._lock:
             if not self.durable:
-                self._buffer.append(data)
-                self._buffered += len(data)
+                self._buffer.append(line)
+                self._buffered += len(line)
                 if self._buffered >= _FLUSH_BYTES:
                     self._flush_locked()
                 return
-            self._write(data)
+            self._write(line)
 
     def flush(self) -> None:
         """Write out buffered events (a no-op for a durable writer)."""

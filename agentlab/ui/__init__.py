@@ -22,6 +22,7 @@ from agentlab.ui.memory_inspector import MemoryInspector  # noqa: E402
 from agentlab.ui.plan_view import PlanView  # noqa: E402
 from agentlab.ui.progress import EvalProgress  # noqa: E402
 from agentlab.ui.trace_explorer import TraceExplorer  # noqa: E402
+from agentlab.ui.usage_view import UsageReport  # noqa: E402
 from agentlab.ui.workbench import AgentWorkbench  # noqa: E402
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "PlanView",
     "RunInspector",
     "TraceExplorer",
+    "UsageReport",
 ]

@@ -1,0 +1,2 @@
+"""The gateway: exported agents behind authentication, rate limits, cost per client,
+A/B routing, feature flags and breakers (issue 11)."""
