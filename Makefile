@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install lint check-layers bench clean
+.PHONY: demo test test-fast install phoenix lint check-layers bench clean
 
 # Cases of evals/support_agent.jsonl that the demo's evaluation and export run.
 DEMO_EVAL_CASES ?= 8
@@ -39,6 +39,15 @@ $(STAMP): pyproject.toml tools/ensure-browser
 	sh tools/ensure-browser
 	touch $(STAMP)
 
+# A real OTLP receiver (Arize Phoenix) for tests/test_otel_phoenix.py, in its own venv:
+# ~860 MB and its own pins (it downgrades tenacity), so it stays out of .venv. CI runs
+# it; without it that one test skips and says how to get it.
+PHOENIX := .venv-phoenix/bin/phoenix
+phoenix: $(PHOENIX)
+$(PHOENIX):
+	$(PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install --quiet arize-phoenix==20.26.1
+
 lint: $(STAMP)
 	$(BIN)/ruff check agentlab tests benchmarks
 	$(BIN)/ruff format --check agentlab tests benchmarks
@@ -53,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/step_overhead.py
 
 clean:
-	rm -rf $(VENV) .agentlab .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .venv-phoenix .agentlab .pytest_cache .ruff_cache .mypy_cache
