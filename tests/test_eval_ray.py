@@ -126,7 +126,7 @@ async def test_an_address_where_no_cluster_answers_fails_at_once(spec):
 
 async def test_without_ray_the_error_names_the_extra(spec, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    with pytest.raises(MissingExtraError, match=r"pip install 'agentlab\[ray\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'agentlab-toolkit\[ray\]'"):
         await evaluate(spec, SUPPORT_DATASET, executor="ray")
 
 

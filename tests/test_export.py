@@ -1,26 +1,20 @@
 """The exporter: cell selection and refusals, validation gate, byte-identical
-re-export, the served agent app, and the end to end (fresh venv, generated tests,
-uvicorn on loopback, an answer over HTTP)."""
+re-export and the served agent app. The end to end (a fresh venv installing the
+export offline from its wheelhouse) is in test_export_wheelhouse.py; the output
+folder, name, secret and import-side-effect rules in test_export_safety.py."""
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
-import venv
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-from _http import free_port, serve_in_thread
+from _http import serve_in_thread
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from typer.testing import CliRunner
 
@@ -154,6 +148,7 @@ def test_reexport_is_byte_identical_and_atomic(tmp_path: Path) -> None:
     first = export_notebook(SAMPLE, **kwargs)
     before = hashes(first)
     assert set(before) == {
+        ".agentlab-export.json",
         "README.md",
         "pyproject.toml",
         "capitals/__init__.py",
@@ -376,155 +371,3 @@ def test_a_failing_run_is_a_200_with_an_explanation(tmp_path: Path) -> None:
     assert status == 200
     assert body["status"] != "completed" and body["output"] is None
     assert body["explanation"]
-
-
-# -- end to end: fresh venv, generated tests, uvicorn, HTTP ----------------------
-
-
-def _fresh_venv(path: Path) -> Path:
-    """A plain venv that sees the project venv's packages through a .pth file.
-
-    Offline, nothing can be downloaded, so agentlab and its dependencies come from
-    this interpreter's site-packages: ``--system-site-packages`` would expose the
-    *base* Python's packages, not the project venv's, so an ``import site;
-    site.addsitedir(...)`` line links them instead (it also runs the editable
-    install's .pth). The exported package itself is really installed by pip.
-    """
-    venv.EnvBuilder(with_pip=True).create(path)
-    python = path / "bin" / "python"
-    purelib = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    lines = [f"import site; site.addsitedir({p!r})" for p in ours]
-    Path(purelib, "_agentlab_project_venv.pth").write_text("\n".join(lines) + "\n")
-    return python
-
-
-def _pip_install(python: Path, package: Path) -> None:
-    """``pip install --no-deps PACKAGE`` in the fresh venv (its dependencies are linked).
-
-    The package is built the way a user's pip builds it: in an isolated build
-    environment, which fetches setuptools from PyPI, unless this environment can
-    build wheels offline (``wheel`` installed), then with ``--no-build-isolation``.
-    """
-    offline = importlib.util.find_spec("wheel") is not None
-    flags = ["--no-build-isolation", "--no-index"] if offline else []
-    done = subprocess.run(
-        [python, "-m", "pip", "install", "--no-deps", "--quiet", *flags, str(package)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-class Server:
-    """``uvicorn NAME.app:app`` in a subprocess on 127.0.0.1, stopped by `stop`."""
-
-    def __init__(self, python: Path, module: str, cwd: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log = cwd / f"uvicorn-{module}.log"
-        self._log = self.log.open("wb")
-        self.process = subprocess.Popen(
-            [python, "-m", "uvicorn", f"{module}.app:app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def wait(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"uvicorn exited: {self.log.read_text()}")
-            try:
-                if _get(f"{self.url}/healthz")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"uvicorn did not answer within {timeout} s: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._log.close()
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The sample notebook exported (validated for real) and pip-installed in a fresh venv."""
-    root = tmp_path_factory.mktemp("e2e")
-    env = {**os.environ, "AGENTLAB_WORKSPACE": str(root / "ws")}
-    old = os.environ.get("AGENTLAB_WORKSPACE")
-    os.environ["AGENTLAB_WORKSPACE"] = env["AGENTLAB_WORKSPACE"]
-    try:
-        started = time.perf_counter()
-        package = export_notebook(
-            SAMPLE, name="capitals", out=root / "exports", eval_notebook=EVAL,
-            eval_parameters=EVAL_PARAMS,
-        )  # fmt: skip
-        exported = time.perf_counter() - started
-    finally:
-        if old is None:
-            os.environ.pop("AGENTLAB_WORKSPACE", None)
-        else:
-            os.environ["AGENTLAB_WORKSPACE"] = old
-    python = _fresh_venv(root / "venv")
-    _pip_install(python, package)
-    yield {"root": root, "package": package, "python": python, "env": env, "export_s": exported}
-
-
-def test_e2e_generated_tests_pass_in_a_fresh_venv(installed: dict[str, Any]) -> None:
-    python, package = installed["python"], installed["package"]
-    where = subprocess.run(
-        [python, "-c", "import capitals, sys; print(capitals.__file__, sys.prefix)"],
-        cwd=installed["root"], capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert str(installed["root"] / "venv") in where and "site-packages/capitals" in where
-    done = subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=package, env=installed["env"], capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 passed" in done.stdout
-
-
-def test_e2e_served_over_http_with_uvicorn(installed: dict[str, Any]) -> None:
-    server = Server(installed["python"], "capitals", installed["root"], installed["env"])
-    try:
-        server.wait()
-        status, body = _post(f"{server.url}/v1/runs", b'{"input": "What is the capital of Peru?"}')
-        assert status == 200, body
-        assert body["status"] == "completed" and body["output"] == "The capital is Lima."
-        assert body["tools_called"] == ["capital"]
-    finally:
-        server.stop()
-
-
-@pytest.mark.local_model
-def test_e2e_local_model_over_http(installed: dict[str, Any]) -> None:
-    """The same notebook exported with the local model, served, answering over HTTP."""
-    root = installed["root"]
-    package = export_notebook(
-        SAMPLE, name="capitals_local", out=root / "exports", validate=False,
-        parameters={"model": "local:smollm2"},
-    )  # fmt: skip
-    _pip_install(installed["python"], package)
-    server = Server(installed["python"], "capitals_local", root, installed["env"])
-    try:
-        server.wait(timeout=120)
-        status, body = _post(
-            f"{server.url}/v1/runs", b'{"input": "What is the capital of France?"}'
-        )
-        assert status == 200, body
-        assert body["status"] == "completed", body["explanation"]
-        assert "capital" in body["tools_called"]
-        assert "paris" in body["output"].lower()
-    finally:
-        server.stop()

@@ -250,7 +250,7 @@ def test_import_names_the_notebook_extra(monkeypatch):
     with pytest.raises(MissingExtraError) as info:
         import agentlab.ui  # noqa: F401
     assert info.value.extra == "notebook"
-    assert "agentlab[notebook]" in str(info.value)
+    assert "agentlab-toolkit[notebook]" in str(info.value)
 
 
 # -- routing, breakers, alerts and failures in the views --------------------------------

@@ -56,7 +56,7 @@ class SideBySide:
         return [k for k, v in values.items() if v == top]
 
     def frame(self) -> pd.DataFrame:
-        """One row per label, one column per metric (needs ``agentlab[pandas]``)."""
+        """One row per label, one column per metric (needs ``agentlab-toolkit[pandas]``)."""
         try:
             import pandas as pd
         except ImportError:

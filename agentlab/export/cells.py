@@ -132,7 +132,7 @@ def check_cell(cell: ExportCell, filename: str = "<notebook>") -> None:
         from IPython.core.inputtransformer2 import TransformerManager
     except ImportError as e:  # pragma: no cover - ipykernel brings IPython
         raise ExportError(
-            "Exporting notebooks needs IPython: pip install 'agentlab[notebook]'"
+            "Exporting notebooks needs IPython: pip install 'agentlab-toolkit[notebook]'"
         ) from e
     fix = (
         "Exported cells must be plain Python: move it to a cell that is not tagged "

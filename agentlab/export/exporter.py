@@ -8,22 +8,32 @@ temporary directory and renamed into place.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
-import keyword
 import os
-import shutil
 import sys
-import tempfile
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agentlab.agents.state_spec import spec_files
 from agentlab.export import templates
+from agentlab.export import wheelhouse as wh
 from agentlab.export.cells import ExportCell, ExportError, NotebookCells, read_export_cells
+from agentlab.export.checks import Block, check_module, check_package_name
+from agentlab.export.secret_params import (
+    Secret,
+    env_reference,
+    find_secrets,
+    refuse_secret_literals,
+    rewrite_cell,
+)
+from agentlab.export.target import MARKER, check_target, marker_text, write_atomically
 from agentlab.export.validation import GateResult, Validator, lint_gate, run_eval_notebook
+from agentlab.redact import default_redactor
 from agentlab.tools.lint import LintReport, lint_tools
 
 __all__ = ["DEFAULT_EVAL_NOTEBOOK", "export_notebook", "find_factory", "lint_notebook"]
@@ -40,15 +50,6 @@ def _display_path(path: Path) -> str:
         return resolved.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return resolved.as_posix()
-
-
-def _check_name(name: str) -> None:
-    if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
-        hint = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "my_agent"
-        raise ExportError(
-            f"--name {name!r} must be a Python package name (letters, digits and "
-            f"underscores, not starting with a digit), e.g. {hint!r}."
-        )
 
 
 def _literal(value: Any, what: str) -> str:
@@ -98,21 +99,41 @@ def find_factory(tree: ast.Module) -> str | None:
 
 
 def _agent_module(
-    name: str, source: NotebookCells, notebook: str, overrides: Mapping[str, Any]
+    name: str,
+    source: NotebookCells,
+    notebook: str,
+    overrides: Mapping[str, Any],
+    secrets: Mapping[str, Secret],
 ) -> tuple[str, str]:
-    """The text of ``agent.py`` and the factory it defines."""
+    """The text of ``agent.py`` and the factory it defines; `secrets` (by parameter)
+    are read from the environment instead of written."""
     blocks = [templates.AGENT_HEADER.format(name=name, notebook=notebook)]
+    if secrets:
+        blocks.append("# Secrets are read from the environment (see .env.example)\nimport os\n")
 
-    def block(cell: ExportCell, what: str) -> str:
+    def block(cell: ExportCell, what: str, text: str | None = None) -> str:
         ident = f" (id {cell.id})" if cell.id else ""
-        return f"# {what} {notebook}, cell {cell.index}{ident}\n{cell.source.strip()}\n"
+        body = cell.source if text is None else text
+        return f"# {what} {notebook}, cell {cell.index}{ident}\n{body.strip()}\n"
+
+    starts: list[Block] = []
+
+    def add(text: str, label: str) -> None:
+        starts.append(Block(line="\n\n".join(blocks).count("\n") + 3, label=label))
+        blocks.append(text)
 
     if source.parameters is not None:
-        blocks.append(block(source.parameters, "Parameters from"))
+        cell = source.parameters
+        add(block(cell, "Parameters from", rewrite_cell(cell, secrets)), cell.label())
     if overrides:
-        lines = [f"{k} = {_literal(v, k)}" for k, v in sorted(overrides.items())]
-        blocks.append("# Export parameters (override the notebook's)\n" + "\n".join(lines) + "\n")
-    blocks.extend(block(cell, "From") for cell in source.cells)
+        lines = [
+            f"{k} = {env_reference(secrets[k]) if k in secrets else _literal(v, k)}"
+            for k, v in sorted(overrides.items())
+        ]
+        text = "# Export parameters (override the notebook's)\n" + "\n".join(lines) + "\n"
+        add(text, "the export parameters")
+    for cell in source.cells:
+        add(block(cell, "From"), cell.label())
     text = "\n\n".join(blocks)
     try:
         tree = ast.parse(text)
@@ -122,6 +143,7 @@ def _agent_module(
             f"The exported cells of {notebook} do not form a valid module (line {e.lineno}: "
             f"{e.msg}); e.g. 'from __future__' imports cannot be exported."
         ) from None
+    check_module(text, starts, notebook)
     factory = find_factory(tree)
     if factory is None:
         raise ExportError(
@@ -130,6 +152,19 @@ def _agent_module(
             "at the top level of a cell tagged 'export'."
         )
     return text, factory
+
+
+@contextlib.contextmanager
+def _secret_environment(secrets: Mapping[str, Secret]) -> Iterator[None]:
+    """The secrets' environment variables set to the notebook's values (unless already
+    set), while the exporter builds the agent as the package will."""
+    added = [s for s in secrets.values() if s.env not in os.environ]
+    os.environ.update({s.env: s.value for s in added})
+    try:
+        yield
+    finally:
+        for secret in added:
+            os.environ.pop(secret.env, None)
 
 
 def _built_agent(agent_py: str, factory: str, notebook: str) -> Any:
@@ -159,8 +194,9 @@ def lint_notebook(notebook: str | os.PathLike[str], **options: Any) -> LintRepor
     :func:`~agentlab.tools.lint_tools` (``ignore``, thresholds)."""
     source = read_export_cells(notebook)
     nb_path = _display_path(source.path)
-    agent_py, factory = _agent_module("agent", source, nb_path, {})
-    with spec_files(base=source.path.parent):  # relative paths as in the notebook
+    secrets = find_secrets("agent", _parameters(source.parameters))
+    agent_py, factory = _agent_module("agent", source, nb_path, {}, secrets)
+    with spec_files(base=source.path.parent), _secret_environment(secrets):
         agent = _built_agent(agent_py, factory, nb_path)
     if not hasattr(agent, "tools"):
         raise ExportError(
@@ -170,8 +206,11 @@ def lint_notebook(notebook: str | os.PathLike[str], **options: Any) -> LintRepor
     return lint_tools(agent, **options)
 
 
-def _lint_record(agent_py: str, factory: str, notebook: str, allow: bool) -> dict[str, Any]:
-    """The lint gate's record for export.json (see :func:`lint_gate`)."""
+def _lint_record(
+    agent_py: str, factory: str, notebook: str, allow: bool
+) -> tuple[Any, dict[str, Any]]:
+    """The agent built from the cells (None if that failed and `allow`) and the lint
+    gate's record for export.json (see :func:`lint_gate`)."""
     try:
         agent = _built_agent(agent_py, factory, notebook)
     except ExportError as e:
@@ -180,8 +219,41 @@ def _lint_record(agent_py: str, factory: str, notebook: str, allow: bool) -> dic
                 f"Not exported: {e} Or pass allow_lint_errors=True (CLI: --allow-lint-errors) "
                 "to export without the lint (recorded in export.json)."
             ) from e.__cause__
-        return {"passed": False, "override": True, "error": str(e)}
-    return lint_gate(agent, notebook, allow_lint_errors=allow)
+        return None, {"passed": False, "override": True, "error": str(e)}
+    return agent, lint_gate(agent, notebook, allow_lint_errors=allow)
+
+
+def _local_models(agent: Any, agent_py: str) -> tuple[bool, bool]:
+    """Whether the agent uses a local model, and the bundled one: found among the
+    agentlab objects it holds (its model, wrapped or in fallbacks), or when it could
+    not be built, among the model names the module spells out."""
+    from agentlab.models.local import LocalModel
+
+    if agent is None:
+        names = [
+            n.value
+            for n in ast.walk(ast.parse(agent_py))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        local = [n for n in names if n == "local" or n.startswith("local:")]
+        return bool(local), any(n in ("local", "local:smollm2") for n in local)
+    seen: set[int] = set()
+    todo: list[Any] = [agent]
+    found: list[LocalModel] = []
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, LocalModel):
+            found.append(obj)
+        elif isinstance(obj, list | tuple | set | frozenset):
+            todo.extend(obj)
+        elif isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif type(obj).__module__.startswith("agentlab.") and hasattr(obj, "__dict__"):
+            todo.extend(vars(obj).values())
+    return bool(found), any(m.model_path is None for m in found)
 
 
 def _packaged_specs(name: str, loaded: Mapping[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
@@ -228,7 +300,7 @@ def _validation_record(
 ) -> dict[str, Any]:
     record: dict[str, Any] = {
         "eval_notebook": _display_path(eval_notebook),
-        "parameters": dict(parameters),
+        "parameters": default_redactor().redact_obj(dict(parameters)),
         "passed": verdict.passed,
         "gate_failures": list(verdict.gate_failures),
         "override": override,
@@ -236,26 +308,6 @@ def _validation_record(
     if override:  # timings vary run to run; leaving them out keeps re-exports identical
         record["metrics"] = {k: v for k, v in verdict.metrics.items() if "latency" not in k}
     return record
-
-
-def _write_atomically(files: Mapping[str, str], target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        for rel, text in sorted(files.items()):
-            file = tmp / rel
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(text.encode("utf-8"))
-        old = None
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
-            target.rename(old)
-        tmp.rename(target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _find_eval_notebook(eval_notebook: str | os.PathLike[str] | None) -> Path:
@@ -268,6 +320,44 @@ def _find_eval_notebook(eval_notebook: str | os.PathLike[str] | None) -> Path:
         "exist here): pass eval_notebook=PATH (CLI: --eval-notebook), or validate=False "
         "to export without an evaluation."
     )
+
+
+def _stderr_line(message: str) -> None:
+    print(f"agentlab export: {message}", file=sys.stderr, flush=True)
+
+
+def _readme_extras(
+    dist: str, requirements: list[str], secrets: Mapping[str, Secret], wheels: bool
+) -> dict[str, str]:
+    """The README's install section, extra files and secrets section."""
+    install = (
+        wh.install_section(dist)
+        if wheels
+        else templates.INSTALL_INDEX.format(requirement=requirements[0])
+    )
+    if any(r.startswith(wh.SMOLLM2_DIST) for r in requirements):
+        install += templates.LOCAL_MODEL.format(version=wh.SMOLLM2_VERSION)
+    listed = "\n".join(
+        f"- `{s.env}`: `{s.parameter}` of the notebook's parameters" for s in secrets.values()
+    )
+    extra_files = templates.WHEELHOUSE_FILES if wheels else ""
+    if secrets:
+        extra_files += (
+            "- `.env.example`: the environment variables the agent reads its secrets from.\n"
+        )
+    return {
+        "install": install,
+        "extra_files": extra_files,
+        "secrets": templates.SECRETS.format(listed=listed) if secrets else "",
+    }
+
+
+def _scrubbed(files: dict[str, str], secrets: Mapping[str, Secret]) -> dict[str, str]:
+    """`files` with any secret value that reached them (say, in an error recorded in
+    export.json) replaced by its environment variable's name."""
+    for secret in secrets.values():
+        files = {k: v.replace(secret.value, f"${{{secret.env}}}") for k, v in files.items()}
+    return files
 
 
 def export_notebook(
@@ -283,6 +373,9 @@ def export_notebook(
     parameters: Mapping[str, Any] | None = None,
     dataset: str | os.PathLike[str] | None = None,
     validator: Validator | None = None,
+    wheelhouse: bool = False,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Export the cells tagged ``export`` of `notebook` as the package ``out/NAME/``.
 
@@ -293,22 +386,35 @@ def export_notebook(
     that, the agent is built from the cells and its tools are linted
     (:func:`~agentlab.tools.lint_tools`): lint errors refuse the export too, unless
     `allow_lint_errors` (recorded the same way).
-    `parameters` override the notebook's parameters cell in the exported module.
+    `parameters` override the notebook's parameters cell in the exported module;
+    secret-looking ones (there or in the cell) are read from environment variables.
     Tests are generated from `dataset` (default: the eval's ``dataset`` parameter).
     `validator` replaces the eval runner (see :mod:`agentlab.export.validation`).
-    Returns the package directory.
+    `wheelhouse` adds ``wheelhouse/``, ``requirements.lock`` and a ``Dockerfile``
+    (see :mod:`agentlab.export.wheelhouse`), reporting each stage to `progress`
+    (default: a line on stderr). ``out/NAME`` is replaced only when it holds an
+    earlier export of NAME, unless `force`. Returns the package directory.
     """
-    _check_name(name)
+    check_package_name(name)
+    target = Path(out) / name
+    check_target(target, name, force=force)
     source = read_export_cells(notebook)
     nb_path = _display_path(source.path)
+    refuse_secret_literals(source.cells, nb_path)
     overrides = dict(parameters or {})
-    agent_py, factory = _agent_module(name, source, nb_path, overrides)
-    params = {**_parameters(source.parameters), **overrides}
-    target = Path(out) / name
+    notebook_params = _parameters(source.parameters)
+    secrets = {**find_secrets(name, notebook_params), **find_secrets(name, overrides)}
+    agent_py, factory = _agent_module(name, source, nb_path, overrides, secrets)
+    params = {
+        k: f"${{{secrets[k].env}}}" if k in secrets else v
+        for k, v in {**notebook_params, **overrides}.items()
+    }
     eval_params = dict(eval_parameters or {})
-    with spec_files(base=source.path.parent) as specs:  # records the spec files loaded
-        lint = _lint_record(agent_py, factory, nb_path, allow_lint_errors)
+    with spec_files(base=source.path.parent) as specs, _secret_environment(secrets):
+        agent, lint = _lint_record(agent_py, factory, nb_path, allow_lint_errors)
     spec_copies, spec_names = _packaged_specs(name, specs.loaded)
+    local, bundled = _local_models(agent, agent_py)
+    requirements = wh.dependencies(local=local, bundled_model=bundled)
 
     validation: dict[str, Any] = {"skipped": True}
     verdict: GateResult | None = None
@@ -351,10 +457,22 @@ def export_notebook(
         else f"return module.{FACTORY_OBJECT}"
     )
     files: dict[str, str] = {
+        MARKER: marker_text(name),
         "pyproject.toml": templates.PYPROJECT.format(
-            name=name, dist=dist, version="0.1.0", notebook=nb_path
+            name=name,
+            dist=dist,
+            version="0.1.0",
+            notebook=nb_path,
+            dependencies=json.dumps(requirements),
+            build_requirement=wh.BUILD_REQUIREMENT,
         ),
-        "README.md": templates.README.format(name=name, dist=dist, notebook=nb_path, cells=cells),
+        "README.md": templates.README.format(
+            name=name,
+            dist=dist,
+            notebook=nb_path,
+            cells=cells,
+            **_readme_extras(dist, requirements, secrets, wheelhouse),
+        ),
         f"{name}/__init__.py": templates.INIT.format(
             name=name,
             notebook=nb_path,
@@ -366,6 +484,7 @@ def export_notebook(
         f"{name}/config.json": _json(
             {"factory": factory, "name": name, "parameters": params}
             | ({"spec_files": spec_names} if spec_names else {})
+            | ({"secrets": {k: s.env for k, s in secrets.items()}} if secrets else {})
         ),
         **spec_copies,
         "tests/test_agent.py": templates.TESTS.format(
@@ -389,5 +508,18 @@ def export_notebook(
             "validation": validation,
         }
     )
-    _write_atomically(files, target)
+    if secrets:
+        lines = [
+            f"# {s.parameter} of the notebook's parameters\n{s.env}=" for s in secrets.values()
+        ]
+        files[".env.example"] = templates.ENV_EXAMPLE.format(name=name, lines="\n".join(lines))
+    build = None
+    if wheelhouse:
+        files["Dockerfile"] = wh.dockerfile(name)
+        build = partial(
+            wh.build_wheelhouse,
+            requirements=requirements,
+            progress=progress or _stderr_line,
+        )
+    write_atomically(_scrubbed(files, secrets), target, extra=build)
     return target

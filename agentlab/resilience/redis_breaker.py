@@ -220,7 +220,7 @@ def _shown(url: str) -> str:
 
 
 class RedisBreakerStore:
-    """Breaker state in Redis (``pip install 'agentlab[redis]'``).
+    """Breaker state in Redis (``pip install 'agentlab-toolkit[redis]'``).
 
     `url_or_client` is a ``redis://`` URL (the store connects lazily, waiting at
     most `timeout_s` for a connection or a reply, retrying once) or a

@@ -1,5 +1,5 @@
 """OpenTelemetry export of agent runs, following the GenAI semantic conventions
-(``pip install 'agentlab[otel]'``).
+(``pip install 'agentlab-toolkit[otel]'``).
 
 One observer turns the run loop's events into spans and metrics, whatever the
 agent's pattern: a run is an ``invoke_agent {agent}`` span, each step a

@@ -1,4 +1,4 @@
-"""Run an eval's cases on a Ray cluster (``pip install 'agentlab[ray]'``)::
+"""Run an eval's cases on a Ray cluster (``pip install 'agentlab-toolkit[ray]'``)::
 
     from agentlab.evals import AgentSpec, RayExecutor, evaluate_sync
 
