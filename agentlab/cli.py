@@ -48,6 +48,121 @@ def serve_model(
     serve(model=model, host=host, port=port, threads=threads)
 
 
+GatewayConfigArg = Annotated[
+    Path | None,
+    typer.Option("--config", help="The gateway config (YAML or TOML): its workspace and Redis."),
+]
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="The gateway config file (YAML or TOML).")],
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes (default: the config's).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: the config's).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: the config's).")] = None,
+) -> None:
+    """Serve the agents of a gateway config behind API keys, quotas and request
+    hygiene, on uvicorn with N workers."""
+    import os
+
+    import uvicorn
+
+    from agentlab.serve.gateway.config import CONFIG_ENV, load_config
+
+    loaded = load_config(config)  # errors show here once, not in every worker
+    if (workers or loaded.workers) > 1 and loaded.quota_storage.startswith("memory"):
+        typer.echo(
+            "agentlab: warning: rate limits and budgets are kept in memory, per worker; "
+            "set redis_url in the config to share them across workers",
+            err=True,
+        )
+    os.environ[CONFIG_ENV] = str(config.resolve())
+    uvicorn.run(
+        "agentlab.serve.gateway.app:create_gateway_app",
+        factory=True,
+        host=host or loaded.host,
+        port=port if port is not None else loaded.port,
+        workers=workers or loaded.workers,
+        log_level="warning",
+    )
+
+
+keys_app = typer.Typer(help="The gateway's API keys: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_store(config: Path | None, workspace: Path | None) -> Any:
+    from agentlab.serve.gateway.config import load_config
+    from agentlab.serve.gateway.keys import open_key_store
+    from agentlab.workspace import resolve_workspace
+
+    if config is None:
+        return open_key_store(resolve_workspace(workspace))
+    loaded = load_config(config)
+    return open_key_store(resolve_workspace(workspace or loaded.workspace), loaded.redis_url)
+
+
+@keys_app.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="The client the key is for.")],
+    scope: Annotated[
+        list[str], typer.Option(help="admin, metrics, runs:read, agents:* or agents:NAME.")
+    ],
+    group: Annotated[
+        list[str] | None, typer.Option(help="A feature-flag group, e.g. internal.")
+    ] = None,
+    requests: Annotated[
+        str | None, typer.Option(help="Request rate limits, e.g. '10/second;600/minute'.")
+    ] = None,
+    tokens_per_day: Annotated[int | None, typer.Option(help="Tokens per UTC day.")] = None,
+    cost_per_day: Annotated[float | None, typer.Option(help="US dollars per UTC day.")] = None,
+    config: GatewayConfigArg = None,
+    workspace: Workspace = None,
+) -> None:
+    """Create an API key and print it (shown this once; only its hash is kept)."""
+    from pydantic import ValidationError
+
+    from agentlab.serve.gateway.quotas import Limits
+
+    try:
+        limits = Limits(requests=requests, tokens_per_day=tokens_per_day, cost_per_day=cost_per_day)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.errors()[0]["msg"]) from None
+    record, key = _key_store(config, workspace).create(
+        owner, scope, groups=group or [], limits=limits
+    )
+    typer.echo(f"created key {record.id} for {record.owner}: {', '.join(record.scopes)}")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(config: GatewayConfigArg = None, workspace: Workspace = None) -> None:
+    """List the API keys (never their secrets), revoked ones included."""
+    records = _key_store(config, workspace).list()
+    if not records:
+        typer.echo("no API keys")
+    for r in records:
+        state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+        limits = ", ".join(f"{k}={v}" for k, v in r.limits.model_dump().items() if v is not None)
+        typer.echo(
+            f"{r.id}  {r.owner}  {','.join(r.scopes)}  groups={','.join(r.groups) or '-'}  "
+            f"{limits or 'default limits'}  created {r.created_at:%Y-%m-%d %H:%M}  {state}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `agentlab keys list`).")],
+    config: GatewayConfigArg = None,
+    workspace: Workspace = None,
+) -> None:
+    """Revoke an API key: the gateway refuses it from the next request on."""
+    record = _key_store(config, workspace).revoke(key_id)
+    typer.echo(f"revoked key {record.id} of {record.owner}")
+
+
 class _EvalGroup(TyperGroup):
     """`agentlab eval NOTEBOOK ...` (any first argument that is not a subcommand) is
     short for `agentlab eval run NOTEBOOK ...`."""

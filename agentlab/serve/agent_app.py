@@ -6,21 +6,34 @@
 >>> serve_app(app, port=8000)  # or: uvicorn mypackage.app:app
 
 A run that fails is still a 200 answer with ``status`` and a plain-language
-``explanation``; only a malformed request is an error (422, naming the field).
+``explanation``; a run that crashed or failed inside the agent (a model or tool
+error) answers with its real ``run_id``, ``status: "failed"`` and an ``error_id``
+under which the trace store holds the details: no exception text, path or
+traceback is ever in a response. Every rejection (422 naming the field, unreadable
+or non-strict JSON, 404, 405, 409, 500) has the one envelope of
+:mod:`agentlab.serve.gateway.errors`.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real classes of the
 # handlers defined inside create_agent_app (fastapi is imported lazily).
 import asyncio
-import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentlab.agents import Agent, RunResult
+from agentlab.agents import Agent, Run, RunResult
 from agentlab.errors import MissingExtraError, UserError
+from agentlab.events import RunFinished
+from agentlab.serve.gateway.errors import (
+    ApiError,
+    install_error_handlers,
+    record_error,
+    record_failure,
+)
+from agentlab.serve.gateway.hygiene import strict_json_route
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -32,6 +45,9 @@ __all__ = [
     "RunState",
     "UsageOut",
     "create_agent_app",
+    "guarded_run",
+    "public_state",
+    "resumable",
     "serve_app",
 ]
 
@@ -69,6 +85,11 @@ class RunResponse(BaseModel):
     pending: dict[str, Any] | None = Field(
         default=None, description="A paused run: the call it waits for a person to approve."
     )
+    error_id: str | None = Field(
+        default=None,
+        description="A run that crashed or failed inside the agent: where the trace store "
+        "holds the details.",
+    )
 
 
 class ResumeRequest(BaseModel):
@@ -96,15 +117,43 @@ class RunState(BaseModel):
     explanation: str | None
     steps: int | None
     pending: dict[str, Any] | None
+    error_id: str | None = None
 
 
-def _response(result: RunResult) -> RunResponse:
+# Failures whose explanation agentlab writes itself, with no exception text in it.
+_PLAIN_KINDS = frozenset({"budget", "max_steps", "cancelled", "loop", "anomaly", "timeout"})
+_PUBLIC_WHAT = {
+    "model": "The model could not answer (its retries and fallbacks were tried).",
+    "tool": "A tool the agent needed kept failing.",
+    "crash": "The run crashed.",
+}
+
+
+def _public_explanation(failure: dict[str, Any] | None, error_id: str) -> str:
+    what = _PUBLIC_WHAT.get((failure or {}).get("kind", ""), "The run failed inside the agent.")
+    return (
+        f"{what} The details are recorded under error id {error_id}: give it to the "
+        "operator of this service."
+    )
+
+
+def _needs_hiding(status: str, failure: dict[str, Any] | None) -> bool:
+    return status == "failed" and (failure or {}).get("kind") not in _PLAIN_KINDS
+
+
+def _response(result: RunResult, workspace: Path | None) -> RunResponse:
+    """The public answer: a failure that may quote an exception is recorded under an
+    error id and explained without it."""
     usage = result.usage
+    explanation, error_id = result.explanation, None
+    if _needs_hiding(result.status, result.failure):
+        error_id = record_failure(workspace, result.run_id, result.failure, explanation)
+        explanation = _public_explanation(result.failure, error_id)
     return RunResponse(
         run_id=result.run_id,
         status=result.status,
         output=result.output,
-        explanation=result.explanation,
+        explanation=explanation,
         steps=result.steps,
         tools_called=list(result.tools_called),
         usage=UsageOut(
@@ -116,37 +165,119 @@ def _response(result: RunResult) -> RunResponse:
         cost=result.cost,
         latency_ms=result.latency_ms,
         pending=result.pending,
+        error_id=error_id,
     )
 
 
-def _failed(error: Exception, started: float) -> RunResponse:
+def public_state(row: dict[str, Any], error_id: str | None) -> RunState:
+    """A trace-store run row as answered to clients: a failure that may quote an
+    exception is replaced by a plain explanation naming `error_id` (the error
+    record of the run, if the server made one)."""
+    state = RunState.model_validate({k: row.get(k) for k in RunState.model_fields})
+    if _needs_hiding(state.status, row.get("failure")):
+        state.explanation = (
+            _public_explanation(row.get("failure"), error_id)
+            if error_id
+            else "The run failed inside the agent; ask the operator of this service."
+        )
+        state.error_id = error_id
+    return state
+
+
+def _mark_failed(
+    agent: Agent, run_id: str, run: Run | None, kind: str, explanation: str, error_id: str | None
+) -> None:
+    """Record run `run_id` as failed (after the run loop recorded it cancelled, or
+    never recorded an end): a later ``run_finished`` event wins in the store."""
+    tracer = agent.tracer
+    if tracer is None:
+        return
+    usage = run.usage if run is not None else None
+    tracer.emit(
+        RunFinished(
+            run_id=run_id,
+            status="failed",
+            explanation=explanation,
+            steps=len(run.steps) if run is not None else 0,
+            input_tokens=usage.input_tokens if usage is not None else 0,
+            output_tokens=usage.output_tokens if usage is not None else 0,
+            cost=run.cost if run is not None else None,
+            latency_ms=0.0,
+            ended_at=time.time(),
+            failure={"kind": kind, "what": explanation, "error": error_id, "next": ""},
+        )
+    )
+
+
+async def guarded_run(
+    agent: Agent,
+    work: Awaitable[RunResult],
+    *,
+    run_id: str,
+    run: Run | None = None,
+    timeout_s: float | None = None,
+    workspace: Path | None = None,
+) -> RunResponse:
+    """Await `work` (``run.finish()`` or ``agent.resume(run_id, ...)``) within
+    `timeout_s`; a run that times out or crashes is marked failed in the trace store
+    and answered with its real `run_id` and a plain explanation (a crash: with the
+    error id its details are recorded under)."""
+    started = time.perf_counter()
+    error_id = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            return _response(await work, workspace)
+    except ApiError:
+        raise
+    except TimeoutError:
+        kind = "timeout"
+        explanation = (
+            f"The run took longer than this server's limit of {timeout_s:g} s per run "
+            "(run_timeout_s) and was stopped. Ask for something smaller, or ask the "
+            "operator to raise the limit."
+        )
+    except Exception as exc:
+        kind = "crash"
+        error_id = record_error(workspace, exc, where=f"run {run_id}", run_id=run_id)
+        explanation = (
+            f"The run crashed. The details are recorded under error id {error_id}: give "
+            "it to the operator of this service."
+        )
+    _mark_failed(agent, run_id, run, kind, explanation, error_id)
+    usage = run.usage if run is not None else None
     return RunResponse(
-        run_id=os.urandom(16).hex(),
+        run_id=run_id,
         status="failed",
         output=None,
-        explanation=f"The run could not start or crashed: {type(error).__name__}: {error}",
-        steps=0,
-        tools_called=[],
-        usage=UsageOut(input_tokens=0, output_tokens=0, total_tokens=0, requests=0),
-        cost=None,
+        explanation=explanation,
+        steps=len(run.steps) if run is not None else 0,
+        tools_called=[c.name for s in run.steps for c in s.tool_calls] if run is not None else [],
+        usage=UsageOut(
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            requests=usage.requests if usage else 0,
+        ),
+        cost=run.cost if run is not None else None,
         latency_ms=(time.perf_counter() - started) * 1000,
+        error_id=error_id,
     )
 
 
-def _field_errors(errors: Any) -> str:
-    parts = []
-    for error in errors:
-        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
-        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
-    return "; ".join(parts)
+def run_error_id(store: Any, run_id: str) -> str | None:
+    """The id of the latest error record of run `run_id` in `store`, if any."""
+    rows = store.sql(
+        "SELECT id FROM alerts WHERE run_id = ? AND alert = 'server_error' "
+        "ORDER BY started_at DESC LIMIT 1",
+        [run_id],
+    )
+    return str(rows[0][0]) if rows else None
 
 
 def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
     """A FastAPI app that runs the agent `agent_factory()` builds (once, now)."""
     try:
-        from fastapi import FastAPI, Request
-        from fastapi.exceptions import RequestValidationError
-        from fastapi.responses import JSONResponse
+        from fastapi import APIRouter, FastAPI
     except ImportError as e:
         raise MissingExtraError("fastapi", "serve") from e
 
@@ -155,19 +286,14 @@ def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
         title=f"{agent.name} agent",
         description=f"Runs the {agent.name!r} agent (model {agent.model.name}).",
     )
+    router = APIRouter(route_class=strict_json_route())
 
-    @app.exception_handler(RequestValidationError)
-    async def bad_request(request: Request, exc: RequestValidationError) -> Any:
-        message = (
-            "Invalid request: " + _field_errors(exc.errors()) + ". Send a JSON object like "
-            '{"input": "your question", "metadata": {}}.'
-        )
-        return JSONResponse(
-            status_code=422,
-            content={"error": {"message": message, "type": "invalid_request_error"}},
-        )
+    def workspace() -> Path | None:
+        return getattr(agent.tracer, "workspace", None)
 
-    @app.get("/healthz")
+    install_error_handlers(app, workspace())
+
+    @router.get("/healthz")
     async def healthz() -> dict[str, Any]:
         """Liveness: the agent is built and the app answers."""
         return {"status": "ok", "agent": agent.name, "model": agent.model.name}
@@ -175,47 +301,49 @@ def create_agent_app(agent_factory: Callable[[], Agent] | Agent) -> "FastAPI":
     def trace_store() -> Any:
         from agentlab.tracing import TraceStore
 
-        return TraceStore(getattr(agent.tracer, "workspace", None))
+        return TraceStore(workspace())
 
-    @app.get("/v1/runs/{run_id}", response_model=RunState)
+    def read_state(run_id: str) -> RunState | None:
+        store = trace_store()
+        row = store.run(run_id)
+        if row is None:
+            return None
+        return public_state(row, run_error_id(store, run_id))
+
+    @router.get("/v1/runs/{run_id}", response_model=RunState)
     async def get_run(run_id: str) -> Any:
         """A run's status, answer or explanation, and what a paused run waits for."""
-        row = await asyncio.to_thread(trace_store().run, run_id)
-        if row is None:
-            return JSONResponse(
-                status_code=404,
-                content={"error": {"message": f"no run {run_id!r}", "type": "not_found"}},
-            )
-        return RunState(**{k: row.get(k) for k in RunState.model_fields})
+        state = await asyncio.to_thread(read_state, run_id)
+        if state is None:
+            raise ApiError(404, f"No run has the id {run_id!r}.")
+        return state
 
-    @app.post("/v1/runs/{run_id}/resume", response_model=RunResponse)
+    @router.post("/v1/runs/{run_id}/resume", response_model=RunResponse)
     async def resume_run(run_id: str, request: ResumeRequest) -> Any:
         """Resume a paused run with a decision on its pending call, or an interrupted
         run (its process died) with an empty body; then finish it."""
-        started = time.perf_counter()
-        try:
-            result = await agent.resume(
-                run_id, approve=request.approve, note=request.note, answer=request.answer
-            )
-        except UserError as e:  # unknown, not paused, another agent's
-            return JSONResponse(
-                status_code=409, content={"error": {"message": str(e), "type": "conflict"}}
-            )
-        except Exception as e:
-            return _failed(e, started)
-        return _response(result)
+        work = agent.resume(
+            run_id, approve=request.approve, note=request.note, answer=request.answer
+        )
+        return await guarded_run(agent, resumable(work), run_id=run_id, workspace=workspace())
 
-    @app.post("/v1/runs", response_model=RunResponse)
+    @router.post("/v1/runs", response_model=RunResponse)
     async def create_run(request: RunRequest) -> RunResponse:
         """Run the agent on `input` until it answers, hits a limit or fails."""
-        started = time.perf_counter()
-        try:
-            result = await agent.run(request.input, metadata=request.metadata)
-        except Exception as e:  # the run loop explains most failures itself
-            return _failed(e, started)
-        return _response(result)
+        run = agent.start(request.input, metadata=request.metadata)
+        return await guarded_run(agent, run.finish(), run_id=run.id, run=run, workspace=workspace())
 
+    app.include_router(router)
     return app
+
+
+async def resumable(work: Awaitable[RunResult]) -> RunResult:
+    """``agent.resume(...)``: a run that cannot be resumed (unknown, not paused,
+    another agent's: found before anything runs) is a 409."""
+    try:
+        return await work
+    except UserError as e:
+        raise ApiError(409, str(e)) from None
 
 
 def serve_app(app: Any, *, host: str = "127.0.0.1", port: int = 8000) -> None:

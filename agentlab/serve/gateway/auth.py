@@ -1,0 +1,57 @@
+"""Authentication: the API key of a request, as a FastAPI dependency.
+
+The key comes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A
+missing, malformed, unknown or revoked key is a 401 with one and the same body
+(and the same work: see :mod:`agentlab.serve.gateway.keys`), so an answer never
+tells whether a key id exists; a valid key without the scope a route needs is a
+403.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the dependency's signature.
+from typing import Any
+
+from starlette.requests import Request
+
+from agentlab.serve.gateway.errors import ApiError
+from agentlab.serve.gateway.keys import ApiKey, KeyStore
+
+__all__ = ["Authenticator", "require"]
+
+UNAUTHORIZED = (
+    "Missing or invalid API key: send 'Authorization: Bearer <key>' (or 'X-API-Key: "
+    "<key>') with a valid, unrevoked key from the operator of this service."
+)
+
+
+def _presented(headers: Any) -> str | None:
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    return headers.get("x-api-key")
+
+
+class Authenticator:
+    """The dependency: the request's verified :class:`ApiKey`, also put in
+    ``request.state.key`` (for the usage record); raises 401."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+
+    async def __call__(self, request: Request) -> ApiKey:
+        presented = _presented(request.headers)
+        key = self.store.verify(presented) if presented else None
+        if key is None:
+            raise ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+        request.state.key = key
+        return key
+
+
+def require(key: ApiKey, scope: str) -> None:
+    """403 unless `key` has `scope`."""
+    if not key.allows(scope):
+        raise ApiError(
+            403,
+            f"This API key (owner {key.owner!r}) lacks the scope {scope!r} this request "
+            "needs; ask the operator for a key with it.",
+        )

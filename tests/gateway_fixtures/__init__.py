@@ -1,0 +1,1 @@
+"""Agents the gateway tests serve (``module:factory`` specs)."""
