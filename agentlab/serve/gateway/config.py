@@ -12,6 +12,8 @@
     reserve_cost_per_run: 0.05        # reserved when an agent has no Budget(cost=...)
     hygiene: {max_body_bytes: 1048576, max_input_chars: 20000, run_timeout_s: 60,
               max_concurrent_runs: 32}
+    version_breaker: {failures: 5, window_s: 60, cooldown_s: 30}   # per agent version
+    shared_state_ttl_s: 1             # runtime weights/flags reach other workers within this
     agents:
       support_agent:
         limits: {requests: "100/second"}
@@ -43,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from agentlab.errors import UserError
 from agentlab.redact import default_redactor
 from agentlab.serve.gateway.quotas import Limits
+from agentlab.serve.gateway.version_breakers import VersionBreakerSettings
 
 __all__ = [
     "AgentConfig",
@@ -158,6 +161,13 @@ class GatewayConfig(BaseModel):
     reserve_cost_per_run: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     reserve_tokens_per_run: int = Field(default=0, ge=0)
     hygiene: Hygiene = Field(default_factory=Hygiene)
+    version_breaker: VersionBreakerSettings = Field(default_factory=VersionBreakerSettings)
+    shared_state_ttl_s: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="How stale runtime weights and flags may be on another worker.",
+    )
 
     @model_validator(mode="after")
     def _agent_names(self) -> GatewayConfig:

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agentlab.errors import MissingExtraError, UserError
 from agentlab.serve.gateway.quotas import Limits
+from agentlab.serve.gateway.shared_state import wal_connection
 
 __all__ = [
     "ApiKey",
@@ -222,14 +223,7 @@ class SQLiteKeyStore(KeyStore):
         )
 
     def _connection(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:  # one per thread: sqlite3 connections are not shared
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            self._local.con = con
-        return con
+        return wal_connection(self.path, self._local)
 
     def _insert(self, row: dict[str, Any]) -> None:
         self._connection().execute(
