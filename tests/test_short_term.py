@@ -523,5 +523,5 @@ def test_redis_store_checks_its_arguments(redis_url: str) -> None:
 
 def test_redis_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
-    with pytest.raises(MissingExtraError, match=r"agentlab\[redis\]"):
+    with pytest.raises(MissingExtraError, match=r"agentlab-toolkit\[redis\]"):
         RedisStore()
