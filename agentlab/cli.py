@@ -70,6 +70,7 @@ def serve(
     import uvicorn
 
     from agentlab.serve.gateway.config import CONFIG_ENV, load_config
+    from agentlab.serve.gateway.metrics import prepare_metrics_dir
 
     loaded = load_config(config)  # errors show here once, not in every worker
     if (workers or loaded.workers) > 1 and loaded.quota_storage.startswith("memory"):
@@ -79,6 +80,7 @@ def serve(
             err=True,
         )
     os.environ[CONFIG_ENV] = str(config.resolve())
+    prepare_metrics_dir(loaded.workspace)  # before the workers start
     uvicorn.run(
         "agentlab.serve.gateway.app:create_gateway_app",
         factory=True,

@@ -46,6 +46,8 @@ SLOW_MODULES = frozenset(
         "test_cli.py",  # the CLI in subprocesses (~4 s)
         "test_serve_model.py",  # the local model behind a real HTTP server (~3 s)
         "test_gateway_app.py",  # `agentlab serve` with 2 uvicorn workers (~25 s)
+        "test_gateway_fuzz.py",  # schemathesis, ~2,500 requests to `agentlab serve` (~45 s)
+        "test_gateway_overload.py",  # 2 workers on Redis, a 400-request burst (~8 s)
         "test_trace_concurrency.py",  # fleets of writer and reader processes (~3 s)
         "test_agent_processes.py",  # fleets of agent processes (~1.3 s)
         "test_fault_server.py",  # the fault-injecting model server itself, hangs included (~6 s)

@@ -128,3 +128,56 @@ def test_a_multiproc_dir_set_too_late_is_a_clear_error(tmp_path, env):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(UserError, match="cannot prepare the metrics directory"):
         prepare_metrics_dir(directory=tmp_path / "file.txt" / "sub")
+
+
+def test_the_gateway_counts_its_requests_behind_the_metrics_scope(tmp_path, monkeypatch):
+    """Through the gateway app: a run and a refusal are counted, and ``GET /metrics``
+    needs the ``metrics`` scope."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from agentlab.serve.gateway.app import create_gateway_app
+    from agentlab.serve.gateway.config import GatewayConfig
+    from agentlab.serve.gateway.keys import SQLiteKeyStore
+
+    monkeypatch.syspath_prepend(os.path.dirname(__file__))
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    store = SQLiteKeyStore(tmp_path / "ws" / "gateway.sqlite")
+    user = store.create("metrics-client", ["agents:*"])[1]
+    scraper = store.create("prometheus", ["metrics"])[1]
+    cfg = GatewayConfig.model_validate(
+        {
+            "workspace": str(tmp_path / "ws"),
+            "agents": {
+                "echo": {"versions": [{"version": "1", "factory": "gateway_fixtures.agents:echo"}]}
+            },
+        }
+    )
+    with TestClient(create_gateway_app(cfg)) as client:
+        ran = client.post(
+            "/v1/agents/echo/runs",
+            json={"input": "hi"},
+            headers={"Authorization": f"Bearer {user}"},
+        )
+        assert ran.status_code == 200, ran.text
+        assert client.post("/v1/agents/echo/runs", json={"input": "hi"}).status_code == 401
+        refused = client.get("/metrics", headers={"Authorization": f"Bearer {user}"})
+        assert refused.status_code == 403
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {scraper}"})
+    assert scraped.status_code == 200
+    found = samples(scraped.text)
+    ok = (
+        "agentlab_gateway_requests_total",
+        frozenset({"agent": "echo", "version": "1", "status": "200"}.items()),
+    )
+    assert found[ok] >= 1
+    unauthorized = (
+        "agentlab_gateway_rejections_total",
+        frozenset({"reason": "unauthorized"}.items()),
+    )
+    assert found[unauthorized] >= 1
+    latency = (
+        "agentlab_gateway_run_duration_seconds_count",
+        frozenset({"agent": "echo", "version": "1"}.items()),
+    )
+    assert found[latency] >= 1

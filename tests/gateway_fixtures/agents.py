@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from agentlab.agents import ReActAgent
-from agentlab.messages import Message
+from agentlab.messages import AssistantMessage, Message, ToolCall, ToolMessage
 from agentlab.models import FunctionModel
+from agentlab.tools import tool
 
 SECRET_TEXT = "cannot open /home/alice/.ssh/id_rsa with token sk-abcdef1234567890abcdef12"
 
@@ -71,3 +72,42 @@ def slow() -> ReActAgent:
         return f"slept {delay}"
 
     return ReActAgent(FunctionModel(sleepy, name="slow"), name="slow")
+
+
+@tool
+def lookup(order_id: str) -> dict[str, Any]:
+    """Look up an order.
+
+    Args:
+        order_id: The order id.
+    """
+    return {"order_id": order_id, "total_usd": 42.0}
+
+
+@tool(requires_approval=True)
+def refund(order_id: str, amount_usd: float) -> str:
+    """Refund an order (a person approves it first).
+
+    Args:
+        order_id: The order id.
+        amount_usd: How much to refund.
+    """
+    return f"refunded {amount_usd} on {order_id}"
+
+
+def _refund_reply(messages: Sequence[Message], tools: Any) -> AssistantMessage:
+    results = [m for m in messages if isinstance(m, ToolMessage)]
+    if not results:
+        call = ToolCall(id="c1", name="lookup", arguments='{"order_id": "O-1"}')
+        return AssistantMessage(content="Looking it up.", tool_calls=(call,))
+    if len(results) == 1:
+        call = ToolCall(id="c2", name="refund", arguments='{"order_id": "O-1", "amount_usd": 42}')
+        return AssistantMessage(tool_calls=(call,))
+    return AssistantMessage(content="Outcome: " + results[-1].content)
+
+
+def refunds() -> ReActAgent:
+    """Looks an order up, then refunds it: the refund waits for a person's approval."""
+    return ReActAgent(
+        FunctionModel(_refund_reply, name="refunds"), [lookup, refund], name="refunds"
+    )

@@ -3,6 +3,8 @@
 >>> app = create_gateway_app("gateway.yaml")   # or `agentlab serve gateway.yaml`
 
 Routes: ``POST /v1/agents/{agent}/runs``, ``GET /v1/runs/{run_id}``,
+``GET /v1/runs/{run_id}/events`` (server-sent events; ``"async": true`` runs in the
+background: :mod:`~agentlab.serve.gateway.async_runs`),
 ``POST /v1/runs/{run_id}/resume``, ``GET /healthz`` (no key) and, with the ``admin``
 scope, ``GET``/``POST /v1/admin/keys`` and ``DELETE /v1/admin/keys/{key_id}``, and
 the weights, flags and audit routes of :mod:`~agentlab.serve.gateway.routing`
@@ -40,9 +42,10 @@ from agentlab.serve.agent_app import (
     resumable,
     run_error_id,
 )
+from agentlab.serve.gateway.async_runs import AcceptedRun, BackgroundRuns, add_event_routes
 from agentlab.serve.gateway.auth import Authenticator, require
 from agentlab.serve.gateway.config import CONFIG_ENV, ConfigError, GatewayConfig, load_config
-from agentlab.serve.gateway.errors import ApiError, install_error_handlers
+from agentlab.serve.gateway.errors import ERROR_RESPONSES, ApiError, install_error_handlers
 from agentlab.serve.gateway.hygiene import (
     BodyLimitMiddleware,
     RunSlots,
@@ -50,10 +53,12 @@ from agentlab.serve.gateway.hygiene import (
     strict_json_route,
 )
 from agentlab.serve.gateway.keys import ApiKey, UnknownKeyError, open_key_store
+from agentlab.serve.gateway.metrics import metrics_response, observe_request, run_in_flight
 from agentlab.serve.gateway.quotas import Admission, Limits, QuotaExceeded, Quotas
 from agentlab.serve.gateway.routing import Routing, add_admin_routes
 from agentlab.serve.gateway.usage import record_request
 from agentlab.tracing import TraceStore
+from agentlab.tracing.otel import configure_otel
 from agentlab.workspace import resolve_workspace
 
 if TYPE_CHECKING:
@@ -77,6 +82,11 @@ class GatewayRunRequest(BaseModel):
     )
     user: str | None = Field(
         default=None, max_length=200, description="Your end user's id (recorded with the run)."
+    )
+    async_: bool = Field(
+        default=False,
+        alias="async",
+        description="Answer 202 at once and run in the background: follow its links.",
     )
 
 
@@ -136,6 +146,18 @@ def _owned(key: ApiKey, row: dict[str, Any] | None) -> bool:
     return meta.get("owner") == key.owner and key.allows(f"agents:{meta.get('agent')}")
 
 
+_REJECTIONS = {
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    413: "too_large",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+"""The reason label of ``agentlab_gateway_rejections_total`` per status code."""
+
+
 class _Usage:
     """Pure ASGI middleware recording every request (but ``/healthz``) with
     :func:`record_request`, from what the handlers put in ``scope["state"]``."""
@@ -180,6 +202,17 @@ class _Usage:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 error_id=state.get("error_id") or (run.error_id if run else None),
             )
+            observe_request(
+                status=status,
+                agent=state.get("agent"),
+                version=state.get("version"),
+                owner=key.owner if key else None,
+                latency_s=time.perf_counter() - started,
+                input_tokens=run.usage.input_tokens if run else 0,
+                output_tokens=run.usage.output_tokens if run else 0,
+                cost=run.cost if run else None,
+                rejected=_REJECTIONS.get(status, "other" if status >= 400 else None),
+            )
 
 
 def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = None) -> "FastAPI":
@@ -207,6 +240,10 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
             built = agents[name][v.version] = _build(v.spec, name, v.version)
             if built.trace is True:  # the default workspace: record in the gateway's
                 built.trace = workspace
+    otel = configure_otel(cfg.otlp_endpoint, "agentlab-gateway")
+    for versions in agents.values():
+        for built in versions.values():
+            otel.attach(built)
     keys = open_key_store(workspace, cfg.redis_url)
     quotas = Quotas(cfg.quota_storage)
     slots = RunSlots(
@@ -214,13 +251,17 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         queue=cfg.hygiene.queue,
         queue_timeout_s=cfg.hygiene.queue_timeout_s,
     )
-    authenticated = Depends(Authenticator(keys))
+    authenticator = Authenticator(keys)
+    authenticated = Depends(authenticator)
     routing = Routing(cfg, workspace, agents)
+    background = BackgroundRuns(workspace)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
+        await background.aclose()
         await quotas.aclose()
+        otel.shutdown()
 
     app = FastAPI(
         title="agentlab gateway",
@@ -230,7 +271,9 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
     install_error_handlers(app, workspace)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.hygiene.max_body_bytes)
     app.add_middleware(_Usage, workspace=workspace)
-    router = APIRouter(route_class=strict_json_route())
+    router = APIRouter(
+        route_class=strict_json_route(authenticator.guard), responses=ERROR_RESPONSES
+    )
 
     async def admitted(key: ApiKey, agent: str, built: Agent) -> Admission:
         try:
@@ -255,7 +298,11 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         """Liveness: every configured agent version is built and the app answers."""
         return {"status": "ok", "agents": {n: sorted(v) for n, v in agents.items()}}
 
-    @router.post("/v1/agents/{agent}/runs", response_model=GatewayRunResponse)
+    @router.post(
+        "/v1/agents/{agent}/runs",
+        response_model=GatewayRunResponse,
+        responses={202: {"model": AcceptedRun, "description": "An async run, accepted."}},
+    )
     async def create_run(
         agent: str, body: GatewayRunRequest, request: Request, key: ApiKey = authenticated
     ) -> Any:
@@ -269,26 +316,37 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         choice, built = routing.choose(agent, key=key, user=body.user)
         version = choice.version
         request.state.agent, request.state.version = agent, version
-        async with slots.slot():
-            admission = await admitted(key, agent, built)
-            run = response = None
-            try:
-                gateway = {"key_id": key.id, "owner": key.owner, "agent": agent}
-                routed = {"version": version, "assigned": choice.assigned}
-                metadata = {**(body.metadata or {}), META_KEY: {**gateway, **routed}}
-                run = built.start(body.input, user=body.user, metadata=metadata)
-                response = await guarded_run(
-                    built,
-                    run.finish(),
-                    run_id=run.id,
-                    run=run,
-                    timeout_s=cfg.hygiene.run_timeout_s,
-                    workspace=workspace,
-                )
-            finally:
-                routing.settle(agent, choice, response.status if response else None)
-                used = run.usage.total_tokens if run is not None else 0
-                await quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
+
+        async def execute(started: Any = lambda run, headers: None) -> tuple[Any, Admission]:
+            async with slots.slot():
+                admission = await admitted(key, agent, built)
+                run = response = None
+                try:
+                    gateway = {"key_id": key.id, "owner": key.owner, "agent": agent}
+                    routed = {"version": version, "assigned": choice.assigned}
+                    metadata = {**(body.metadata or {}), META_KEY: {**gateway, **routed}}
+                    run = built.start(body.input, user=body.user, metadata=metadata)
+                    started(run, admission.headers)
+                    with run_in_flight():
+                        response = await guarded_run(
+                            built,
+                            run.finish(),
+                            run_id=run.id,
+                            run=run,
+                            timeout_s=cfg.hygiene.run_timeout_s,
+                            workspace=workspace,
+                        )
+                finally:
+                    routing.settle(agent, choice, response.status if response else None)
+                    used = run.usage.total_tokens if run is not None else 0
+                    await quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
+            return response, admission
+
+        if body.async_:  # 202 now; the run goes on in the background
+            return await background.launch(
+                execute, request=request, key=key, agent=agent, version=version
+            )
+        response, admission = await execute()
         return answer(request, response, agent, version, admission.headers)
 
     def read_run(run_id: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -302,6 +360,12 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         if row is None or not _owned(key, row):  # another client's run: as if unknown
             raise ApiError(404, f"No run has the id {run_id!r} for this API key.")
         return row, error_id
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(key: ApiKey = authenticated) -> Any:
+        """Prometheus metrics of every worker (scope ``metrics``)."""
+        require(key, "metrics")
+        return metrics_response()
 
     @router.get("/v1/runs/{run_id}", response_model=RunState)
     async def get_run(run_id: str, key: ApiKey = authenticated) -> Any:
@@ -383,5 +447,8 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
             raise ApiError(404, str(exc)) from None
 
     add_admin_routes(router, routing, authenticated)
+    add_event_routes(
+        router, authenticated, visible_run, read_run, workspace, cfg.hygiene.run_timeout_s
+    )
     app.include_router(router)
     return app

@@ -15,7 +15,10 @@ from starlette.requests import Request
 from agentlab.serve.gateway.errors import ApiError
 from agentlab.serve.gateway.keys import ApiKey, KeyStore
 
-__all__ = ["Authenticator", "require"]
+__all__ = ["PUBLIC_PATHS", "Authenticator", "needed_scope", "require"]
+
+PUBLIC_PATHS = frozenset({"/healthz"})
+"""Routes that need no key."""
 
 UNAUTHORIZED = (
     "Missing or invalid API key: send 'Authorization: Bearer <key>' (or 'X-API-Key: "
@@ -39,12 +42,40 @@ class Authenticator:
         self.store = store
 
     async def __call__(self, request: Request) -> ApiKey:
+        verified: ApiKey | None = getattr(request.state, "key", None)  # by guard()
+        if verified is not None:
+            return verified
         presented = _presented(request.headers)
         key = self.store.verify(presented) if presented else None
         if key is None:
             raise ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         request.state.key = key
         return key
+
+    async def guard(self, request: Request) -> None:
+        """401, then 403, before a route reads its body (so a request without a valid
+        key never learns more than that, whatever it sends); ``/healthz`` is public."""
+        path = getattr(request.scope.get("route"), "path", "")
+        if path in PUBLIC_PATHS:
+            return
+        key = await self(request)
+        needed = needed_scope(path, request.path_params, key)
+        if needed is not None:
+            require(key, needed)
+
+
+def needed_scope(path: str, params: Any, key: ApiKey) -> str | None:
+    """The scope the route `path` needs before anything else (None: any valid key;
+    the handler then checks what it serves, e.g. a run's owner)."""
+    if path.startswith("/v1/admin/"):
+        return "admin"
+    if path == "/metrics":
+        return "metrics"
+    if path.startswith("/v1/agents/{agent}/"):
+        return f"agents:{params['agent']}"
+    if path.startswith("/v1/runs/") and not any(s.startswith("agents:") for s in key.scopes):
+        return "runs:read"  # a key that may run no agent reads no run but with it
+    return None
 
 
 def require(key: ApiKey, scope: str) -> None:

@@ -22,6 +22,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict
+
 from agentlab.events import AlertEvent
 from agentlab.tracing import get_writer
 
@@ -31,8 +33,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ERROR_ALERT",
+    "ERROR_RESPONSES",
     "ApiError",
     "ErrorMiddleware",
+    "ErrorResponse",
     "error_body",
     "error_response",
     "install_error_handlers",
@@ -80,6 +84,32 @@ class ApiError(Exception):
         self.message = message
         self.headers = headers or {}
         self.error_id = error_id
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: `type` (see ``STATUS_TYPES``), what to do, the error id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    message: str
+    error_id: str | None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every rejection (documented in the OpenAPI schema)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "Refused: the error envelope."},
+    "5XX": {"model": ErrorResponse, "description": "Failed or full: the error envelope."},
+}
+"""``responses=`` of a router: every route documents the envelope (and FastAPI's own
+``{"detail": ...}`` 422 schema, which this gateway never answers, is left out)."""
 
 
 def error_body(type: str, message: str, error_id: str | None = None) -> dict[str, Any]:

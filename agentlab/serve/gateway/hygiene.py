@@ -21,7 +21,7 @@ import asyncio
 import functools
 import json
 import math
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -133,8 +133,8 @@ def _reject_huge(text: str) -> float:
 
 
 def strict_json_loads(data: bytes | str) -> Any:
-    """Parse JSON, refusing NaN/Infinity, numbers that overflow and duplicate keys
-    (raises :class:`json.JSONDecodeError`)."""
+    """Parse JSON, refusing NaN/Infinity, numbers that overflow, duplicate keys and
+    nesting past the interpreter's recursion limit (raises :class:`json.JSONDecodeError`)."""
     text = data.decode("utf-8") if isinstance(data, bytes) else data
     try:
         return json.loads(
@@ -145,12 +145,19 @@ def strict_json_loads(data: bytes | str) -> Any:
         )
     except _StrictJSONError as exc:
         raise json.JSONDecodeError(str(exc), text, 0) from None
+    except RecursionError:
+        raise json.JSONDecodeError("the JSON nests too deeply; flatten it", text, 0) from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer past Python's digit limit
+        raise json.JSONDecodeError("a number has too many digits", text, 0) from None
 
 
 @functools.cache
-def strict_json_route() -> type:
+def strict_json_route(guard: Callable[[Any], Awaitable[None]] | None = None) -> type:
     """The FastAPI route class whose JSON bodies are parsed by :func:`strict_json_loads`
-    (pass it as ``APIRouter(route_class=...)``; fastapi is imported on first call)."""
+    (pass it as ``APIRouter(route_class=...)``; fastapi is imported on first call);
+    `guard(request)`, when given, runs before the body is read and may raise."""
     from fastapi import Request
     from fastapi.routing import APIRoute
 
@@ -169,6 +176,8 @@ def strict_json_route() -> type:
             handler = super().get_route_handler()
 
             async def strict(request: Request) -> Any:
+                if guard is not None:
+                    await guard(request)
                 return await handler(StrictJSONRequest(request.scope, request.receive))
 
             return strict

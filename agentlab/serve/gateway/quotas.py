@@ -137,7 +137,11 @@ class Quotas:
                 import redis.asyncio
             except ImportError:
                 raise MissingExtraError("redis", "redis") from None
-            self._pool = redis.asyncio.ConnectionPool.from_url(storage_uri)
+            # Blocking: a burst of requests past the pool's size waits for a free
+            # connection instead of failing with MaxConnectionsError (a 500).
+            self._pool = redis.asyncio.BlockingConnectionPool.from_url(
+                storage_uri, max_connections=64, timeout=10
+            )
             self._counters = _RedisCounters(redis.asyncio.Redis(connection_pool=self._pool))
             shared: dict[str, Any] = {"implementation": "redispy", "connection_pool": self._pool}
             storage = storage_from_string(f"async+{scheme}://{rest}", **shared)
