@@ -213,6 +213,22 @@ def test_version_breakers_on_redis_are_shared_by_workers() -> None:
         assert two.snapshot()["echo"]["2"]["state"] == "open"
 
 
+def test_a_worker_takes_a_closed_version_as_closed_for_the_ttl_only() -> None:
+    settings = VersionBreakerSettings(failures=2, window_s=60, cooldown_s=30)
+    with RedisServer() as server:
+        one = VersionBreakers.open(settings, server.url, closed_ttl_s=0.3)
+        two = VersionBreakers.open(settings, server.url, closed_ttl_s=0.3)
+        assert two.acquire("echo", "2") is not None  # seen closed: remembered
+        for _ in range(2):
+            ticket = one.acquire("echo", "2")
+            assert ticket is not None
+            one.record("echo", "2", ticket, failed=True)
+        assert one.acquire("echo", "2") is None  # the worker that failed knows at once
+        assert two.acquire("echo", "2") is not None  # the other within the interval
+        time.sleep(0.35)
+        assert two.acquire("echo", "2") is None
+
+
 def test_without_a_fallback_the_rest_share_the_traffic(tmp_path) -> None:
     breakers = VersionBreakers(VersionBreakerSettings(failures=1))
     three = agent_config(

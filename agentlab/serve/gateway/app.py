@@ -251,7 +251,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         queue=cfg.hygiene.queue,
         queue_timeout_s=cfg.hygiene.queue_timeout_s,
     )
-    authenticator = Authenticator(keys)
+    authenticator = Authenticator(keys, cache_ttl_s=cfg.shared_state_ttl_s)
     authenticated = Depends(authenticator)
     routing = Routing(cfg, workspace, agents)
     background = BackgroundRuns(workspace)
@@ -439,12 +439,15 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
 
     @router.delete("/v1/admin/keys/{key_id}", response_model=ApiKey)
     async def revoke_key(key_id: str, key: ApiKey = authenticated) -> Any:
-        """Revoke an API key: it is refused from the next request on."""
+        """Revoke an API key: this worker refuses it from the next request on, the
+        others within ``shared_state_ttl_s``."""
         require(key, "admin")
         try:
-            return await asyncio.to_thread(keys.revoke, key_id)
+            revoked = await asyncio.to_thread(keys.revoke, key_id)
         except UnknownKeyError as exc:
             raise ApiError(404, str(exc)) from None
+        authenticator.forget()
+        return revoked
 
     add_admin_routes(router, routing, authenticated)
     add_event_routes(

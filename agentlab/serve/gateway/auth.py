@@ -8,6 +8,8 @@ tells whether a key id exists; a valid key without the scope a route needs is a
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's signature.
+import hashlib
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -36,17 +38,44 @@ def _presented(headers: Any) -> str | None:
 
 class Authenticator:
     """The dependency: the request's verified :class:`ApiKey`, also put in
-    ``request.state.key`` (for the usage record); raises 401."""
+    ``request.state.key`` (for the usage record); raises 401.
 
-    def __init__(self, store: KeyStore) -> None:
+    A worker remembers what it verified (valid or not) for `cache_ttl_s` seconds, so
+    a busy key costs the key store one lookup per interval, not one per request; a
+    key revoked through another worker is refused here within that time (0: no
+    cache)."""
+
+    MAX_CACHED = 10_000
+
+    def __init__(self, store: KeyStore, *, cache_ttl_s: float = 0.0) -> None:
         self.store = store
+        self.cache_ttl_s = cache_ttl_s
+        self._cache: dict[bytes, tuple[float, ApiKey | None]] = {}
+
+    def forget(self) -> None:
+        """Drop what this worker remembers (after a key is revoked through it)."""
+        self._cache.clear()
+
+    def _verify(self, presented: str) -> ApiKey | None:
+        if self.cache_ttl_s <= 0:
+            return self.store.verify(presented)
+        digest = hashlib.sha256(presented.encode()).digest()
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = self.store.verify(presented)
+        if len(self._cache) >= self.MAX_CACHED:
+            self._cache.clear()
+        self._cache[digest] = (now + self.cache_ttl_s, key)
+        return key
 
     async def __call__(self, request: Request) -> ApiKey:
         verified: ApiKey | None = getattr(request.state, "key", None)  # by guard()
         if verified is not None:
             return verified
         presented = _presented(request.headers)
-        key = self.store.verify(presented) if presented else None
+        key = self._verify(presented) if presented else None
         if key is None:
             raise ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         request.state.key = key

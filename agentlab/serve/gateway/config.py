@@ -166,7 +166,8 @@ class GatewayConfig(BaseModel):
         default=1.0,
         ge=0,
         allow_inf_nan=False,
-        description="How stale runtime weights and flags may be on another worker.",
+        description="How stale runtime weights, flags and verified API keys may be on "
+        "another worker (a key revoked through one is refused by all within this).",
     )
 
     @model_validator(mode="after")

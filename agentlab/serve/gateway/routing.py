@@ -54,7 +54,9 @@ class Routing:
     ) -> None:
         self.state = open_shared_state(workspace, cfg.redis_url, ttl_s=cfg.shared_state_ttl_s)
         self.flags = Flags(self.state)
-        self.breakers = VersionBreakers.open(cfg.version_breaker, cfg.redis_url)
+        self.breakers = VersionBreakers.open(
+            cfg.version_breaker, cfg.redis_url, closed_ttl_s=cfg.shared_state_ttl_s
+        )
         self.router = Router(cfg.agents, self.state, flags=self.flags, breakers=self.breakers)
         self.agents = agents
         self._variants = ToolVariants()

@@ -18,6 +18,7 @@ still apply inside each run; these are separate breakers with their own names.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +32,7 @@ from agentlab.resilience import (
     InProcessBreakerStore,
     RedisBreakerStore,
 )
+from agentlab.resilience.breaker import PLAIN_TICKET
 
 __all__ = ["VersionBreakerSettings", "VersionBreakers", "counts_as_failure"]
 
@@ -59,27 +61,41 @@ def counts_as_failure(status: str | None, http_status: int = 200) -> bool:
 
 
 class VersionBreakers:
-    """The breakers of every agent version served by this gateway."""
+    """The breakers of every agent version served by this gateway.
+
+    With `closed_ttl_s`, a version this worker found closed is taken as closed for
+    that long without asking the store again (one store round trip per version and
+    interval instead of one per request); a failure recorded here forgets it at
+    once, and a breaker opened by another worker is seen within the interval."""
 
     def __init__(
         self,
         settings: VersionBreakerSettings | None = None,
         store: BreakerStore | None = None,
+        *,
+        closed_ttl_s: float = 0.0,
     ) -> None:
         self.config = (settings or VersionBreakerSettings()).breaker_config()
         self.store: BreakerStore = store or InProcessBreakerStore()
+        self.closed_ttl_s = closed_ttl_s
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
+        self._closed_until: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def open(
-        cls, settings: VersionBreakerSettings | None, redis_url: str | None
+        cls,
+        settings: VersionBreakerSettings | None,
+        redis_url: str | None,
+        *,
+        closed_ttl_s: float = 0.0,
     ) -> VersionBreakers:
-        """Breakers on Redis when `redis_url` is set, else in this process."""
-        store = (
-            RedisBreakerStore(redis_url, prefix="agentlab:gateway:breaker:") if redis_url else None
-        )
-        return cls(settings, store)
+        """Breakers on Redis when `redis_url` is set (taken as closed for
+        `closed_ttl_s` once seen closed), else in this process."""
+        if not redis_url:
+            return cls(settings)
+        store = RedisBreakerStore(redis_url, prefix="agentlab:gateway:breaker:")
+        return cls(settings, store, closed_ttl_s=closed_ttl_s)
 
     def breaker(self, agent: str, version: str) -> CircuitBreaker:
         """The breaker of `agent`'s `version`."""
@@ -92,10 +108,16 @@ class VersionBreakers:
 
     def acquire(self, agent: str, version: str) -> BreakerTicket | None:
         """A ticket for one run of the version, or None while it is out of rotation."""
+        now = time.monotonic()
+        if self._closed_until.get((agent, version), 0.0) > now:
+            return PLAIN_TICKET
         try:
-            return self.breaker(agent, version).acquire()
+            ticket = self.breaker(agent, version).acquire()
         except BreakerOpen:
             return None
+        if self.closed_ttl_s > 0 and not ticket.probe:
+            self._closed_until[(agent, version)] = now + self.closed_ttl_s
+        return ticket
 
     def record(
         self, agent: str, version: str, ticket: BreakerTicket, *, failed: bool, error: str = ""
@@ -103,6 +125,7 @@ class VersionBreakers:
         """Report how a run admitted with `ticket` ended."""
         breaker = self.breaker(agent, version)
         if failed:
+            self._closed_until.pop((agent, version), None)
             breaker.record_failure(ticket, error=error or "run failed")
         else:
             breaker.record_success(ticket)
