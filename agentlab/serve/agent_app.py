@@ -46,6 +46,7 @@ __all__ = [
     "UsageOut",
     "create_agent_app",
     "guarded_run",
+    "mark_failed",
     "public_state",
     "resumable",
     "serve_app",
@@ -184,7 +185,7 @@ def public_state(row: dict[str, Any], error_id: str | None) -> RunState:
     return state
 
 
-def _mark_failed(
+def mark_failed(
     agent: Agent, run_id: str, run: Run | None, kind: str, explanation: str, error_id: str | None
 ) -> None:
     """Record run `run_id` as failed (after the run loop recorded it cancelled, or
@@ -243,7 +244,7 @@ async def guarded_run(
             f"The run crashed. The details are recorded under error id {error_id}: give "
             "it to the operator of this service."
         )
-    _mark_failed(agent, run_id, run, kind, explanation, error_id)
+    mark_failed(agent, run_id, run, kind, explanation, error_id)
     usage = run.usage if run is not None else None
     return RunResponse(
         run_id=run_id,

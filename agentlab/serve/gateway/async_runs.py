@@ -38,7 +38,7 @@ from pydantic import BaseModel
 
 from agentlab.agents import Run
 from agentlab.errors import MissingExtraError
-from agentlab.serve.agent_app import RunResponse, UsageOut, _mark_failed, public_state
+from agentlab.serve.agent_app import RunResponse, UsageOut, mark_failed, public_state
 from agentlab.serve.gateway.keys import ApiKey
 from agentlab.serve.gateway.usage import record_request
 from agentlab.tracing import TraceStore
@@ -149,7 +149,7 @@ class BackgroundRuns:
         except asyncio.CancelledError:
             if started.done():
                 run = started.result()[0]
-                _mark_failed(run.agent, run.id, run, "cancelled", SHUTDOWN_EXPLANATION, None)
+                mark_failed(run.agent, run.id, run, "cancelled", SHUTDOWN_EXPLANATION, None)
                 status = 503
             raise
         finally:
