@@ -59,6 +59,7 @@ SLOW_MODULES = frozenset(
         "test_browser_state_machine.py",  # JupyterLab and Chromium (~20 s)
         "test_kill_recovery.py",  # ~380 forked processes SIGKILLed and recovered (~2-3 min)
         "test_export_wheelhouse.py",  # offline installs in fresh venvs (~2 min)
+        "test_browser_usage.py",  # JupyterLab and Chromium (~20 s)
         "test_otel_phoenix.py",  # a real Phoenix OTLP receiver (~15-30 s)
     }
 )
