@@ -72,7 +72,7 @@ def _free_port() -> int:
 
 
 def _env(workspace: Path) -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(TESTS), str(Path(__file__).parent)]))
+    path = os.pathsep.join([str(ROOT), str(TESTS), str(Path(__file__).parent)])
     return {**os.environ, "PYTHONPATH": path, "AGENTLAB_WORKSPACE": str(workspace)}
 
 

@@ -1,13 +1,14 @@
 """Rate limits and daily budgets per API key and per agent.
 
-Request rates use the `limits` library's moving window (exact: no burst at a window
-boundary), in memory for one worker or on Redis for several workers and machines.
+Request rates are counted in moving windows (exact: no burst at a window boundary),
+in memory for one worker or on Redis for several workers and machines
+(:mod:`~agentlab.serve.gateway.quota_stores`).
 Daily token and cost budgets are *reserved* before a run (the gateway reserves the
 agent's per-run ceiling) and *settled* after it with what the run really used, so
-concurrent requests can never spend more than the budget: a reservation checks and
-books every counter it touches in one atomic step (a Lua script on Redis; a lock in
-memory, with no ``await`` inside it). Days are UTC days; a settlement goes to the day
-its reservation was booked on.
+concurrent requests can never spend more than the budget: an admission counts the
+request and checks and books every counter it touches in one atomic step (one Lua
+script on Redis, so one round trip; a lock in memory). Days are UTC days; a
+settlement goes to the day its reservation was booked on.
 
 Checks run in this order: the key's request rates, the agent's, then the budgets.
 A request refused by a later check still counts against the rates it passed (it was
@@ -22,29 +23,31 @@ fewest requests left; ``Reset`` in epoch seconds, when a request is next allowed
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
 import math
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
-from typing import Any, Protocol
 
 from limits import RateLimitItem, parse_many
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agentlab.errors import AgentlabError, MissingExtraError, UserError
+from agentlab.errors import AgentlabError, UserError
+from agentlab.serve.gateway.quota_stores import (
+    Budget,
+    MemoryQuotaStore,
+    QuotaStore,
+    RateWindow,
+    RedisQuotaStore,
+    budget_counter,
+)
 
 __all__ = ["Admission", "Limits", "QuotaExceeded", "Quotas"]
 
 _NANO = 1_000_000_000  # costs are counted in integer nano-dollars: exact sums, no float drift
-_DAY_TTL_S = 2 * 86_400 + 3_600  # a day's counters outlive the day a settlement may arrive on
 
 
 class Limits(BaseModel):
@@ -97,17 +100,6 @@ class Admission:
     settled: bool = field(default=False, repr=False)
 
 
-@dataclass(frozen=True)
-class _Budget:
-    """One daily counter a request is checked against."""
-
-    counter: str
-    owner: str  # "key 'k1'", "agent 'support'"
-    measure: str  # "cost" | "tokens"
-    limit: int | None  # in counter units (nano-dollars, tokens)
-    amount: int  # what this request reserves, in counter units
-
-
 class Quotas:
     """Request rates and daily budgets, in memory (``"memory://"``, one worker) or on
     Redis (``"redis://host:port/0"``, shared by every worker that names it).
@@ -122,35 +114,22 @@ class Quotas:
     ) -> None:
         self.storage_uri = storage_uri
         self._clock = clock
-        scheme, sep, rest = storage_uri.partition("://")
+        scheme, sep, _ = storage_uri.partition("://")
         if not sep:
             raise UserError(
                 f"quota storage {storage_uri!r} is not a URI: write 'memory://' (one worker) "
                 "or 'redis://host:6379/0' (several workers)"
             )
-        self._counters: _Counters
+        self._store: QuotaStore
         if scheme == "memory":
-            self._counters = _MemoryCounters()
-            storage = storage_from_string("async+memory://")
+            self._store = MemoryQuotaStore()
         elif scheme in ("redis", "rediss"):
-            try:
-                import redis.asyncio
-            except ImportError:
-                raise MissingExtraError("redis", "redis") from None
-            # Blocking: a burst of requests past the pool's size waits for a free
-            # connection instead of failing with MaxConnectionsError (a 500).
-            self._pool = redis.asyncio.BlockingConnectionPool.from_url(
-                storage_uri, max_connections=64, timeout=10
-            )
-            self._counters = _RedisCounters(redis.asyncio.Redis(connection_pool=self._pool))
-            shared: dict[str, Any] = {"implementation": "redispy", "connection_pool": self._pool}
-            storage = storage_from_string(f"async+{scheme}://{rest}", **shared)
+            self._store = RedisQuotaStore(storage_uri)
         else:
             raise UserError(
                 f"quota storage {storage_uri!r}: only memory:// and redis:// (or rediss://) "
                 "keep both rate limits and budgets; use one of them"
             )
-        self._limiter = MovingWindowRateLimiter(storage)
 
     def __repr__(self) -> str:
         return f"Quotas({self.storage_uri!r})"
@@ -169,13 +148,14 @@ class Quotas:
         `reserve_cost` USD and `reserve_tokens` tokens of their daily budgets; raise
         :class:`QuotaExceeded` when any limit refuses (nothing is reserved then)."""
         _check_admit(key_id, agent, key_limits, agent_limits, reserve_cost, reserve_tokens)
-        headers = await self._hit_rates(key_id, agent, key_limits, agent_limits)
         now = self._clock()
         day = _day(now)
-        budgets = _budgets(day, key_id, agent, key_limits, agent_limits)
         amounts = _amounts(reserve_cost, reserve_tokens)
-        booked = [dataclasses.replace(b, amount=amounts[b.measure]) for b in budgets]
-        for budget in booked:
+        budgets = [
+            dataclasses.replace(b, amount=amounts[b.measure])
+            for b in _budgets(day, key_id, agent, key_limits, agent_limits)
+        ]
+        for budget in budgets:
             if budget.limit is not None and budget.amount > budget.limit:
                 raise QuotaExceeded(
                     f"this run reserves {_shown(budget.measure, budget.amount)} but the whole "
@@ -183,13 +163,30 @@ class Quotas:
                     f"{_shown(budget.measure, budget.limit)}: it can never be admitted; lower "
                     f"the agent's per-run budget or raise {budget.measure}_per_day",
                     _until_midnight(now),
-                    {**headers, **_budget_headers(booked, None, now)},
+                    _budget_headers(budgets, None, now),
                 )
-        refused, used = await self._counters.reserve(booked)
-        headers.update(_budget_headers(booked, used, now))
-        if refused is not None:
-            budget = booked[refused]
-            left = max(0, (budget.limit or 0) - used[refused])
+        windows = _windows("key", key_id, key_limits) + _windows("agent", agent, agent_limits)
+        verdict = await self._store.admit(windows, budgets)
+        if verdict.refused_window is not None:
+            window = windows[verdict.refused_window]
+            remaining, reset = verdict.windows[-1]
+            wait = max(1, math.ceil(reset - time.time()))
+            raise QuotaExceeded(
+                f"rate limit of {window.owner} reached: {window.item.amount} requests per "
+                f"{_window(window.item)}; retry in {wait} s, or ask for a higher limit",
+                wait,
+                _rate_headers(window.item.amount, remaining, reset),
+            )
+        headers: dict[str, str] = {}
+        if windows:  # the window with the fewest requests left
+            (remaining, reset), window = min(
+                zip(verdict.windows, windows, strict=True), key=lambda pair: pair[0][0]
+            )
+            headers = _rate_headers(window.item.amount, remaining, reset)
+        headers.update(_budget_headers(budgets, verdict.used, now))
+        if verdict.refused_budget is not None:
+            budget, used = budgets[verdict.refused_budget], verdict.used or []
+            left = max(0, (budget.limit or 0) - used[verdict.refused_budget])
             wait = _until_midnight(now)
             raise QuotaExceeded(
                 f"the daily {budget.measure} budget of {budget.owner} cannot cover this run: "
@@ -216,156 +213,27 @@ class Quotas:
         budgets = _budgets(admission.day, admission.key_id, admission.agent, None, None)
         deltas = [(b.counter, used[b.measure] - reserved[b.measure]) for b in budgets]
         admission.settled = True
-        await self._counters.adjust([(c, d) for c, d in deltas if d])
+        await self._store.adjust([(c, d) for c, d in deltas if d])
 
     async def aclose(self) -> None:
         """Close the Redis connections (nothing to do in memory)."""
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            await pool.aclose()
-
-    async def _hit_rates(
-        self, key_id: str, agent: str, key_limits: Limits, agent_limits: Limits
-    ) -> dict[str, str]:
-        """Count the request against every rate limit, in order; raise at the first that
-        refuses. Return the headers of the limit with the fewest requests left."""
-        items = [(i, ("key", key_id), f"key {key_id!r}") for i in _items(key_limits)]
-        items += [(i, ("agent", agent), f"agent {agent!r}") for i in _items(agent_limits)]
-        for item, ids, owner in items:
-            if not await self._limiter.hit(item, *ids):
-                reset, remaining = await self._limiter.get_window_stats(item, *ids)
-                wait = max(1, math.ceil(reset - time.time()))
-                raise QuotaExceeded(
-                    f"rate limit of {owner} reached: {item.amount} requests per "
-                    f"{_window(item)}; retry in {wait} s, or ask for a higher limit",
-                    wait,
-                    _rate_headers(item.amount, remaining, reset),
-                )
-        if not items:
-            return {}
-        stats = await asyncio.gather(
-            *(self._limiter.get_window_stats(item, *ids) for item, ids, _ in items)
-        )
-        (reset, remaining), item = min(
-            zip(stats, (i for i, _, _ in items), strict=True), key=lambda s: s[0][1]
-        )
-        return _rate_headers(item.amount, remaining, reset)
-
-
-class _Counters(Protocol):
-    async def reserve(self, budgets: Sequence[_Budget]) -> tuple[int | None, list[int]]:
-        """Book every budget's amount if each stays within its limit, atomically.
-        Return the index of the first budget that refused (None: booked) and every
-        counter's value (after booking, or as found on refusal)."""
-        ...
-
-    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
-        """Add each delta to its counter."""
-        ...
-
-
-class _MemoryCounters:
-    """Counters of one process. A lock (not an asyncio one: nothing inside awaits, and
-    it also guards threads) makes check-and-book one step."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._days: dict[str, dict[str, int]] = {}
-
-    async def reserve(self, budgets: Sequence[_Budget]) -> tuple[int | None, list[int]]:
-        with self._lock:
-            values = [self._get(b.counter) for b in budgets]
-            for index, (budget, value) in enumerate(zip(budgets, values, strict=True)):
-                if budget.limit is not None and value + budget.amount > budget.limit:
-                    return index, values
-            for budget in budgets:
-                self._add(budget.counter, budget.amount)
-            return None, [self._get(b.counter) for b in budgets]
-
-    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
-        with self._lock:
-            for counter, delta in deltas:
-                self._add(counter, delta)
-
-    def _get(self, counter: str) -> int:
-        return self._days.get(_counter_day(counter), {}).get(counter, 0)
-
-    def _add(self, counter: str, delta: int) -> None:
-        day = _counter_day(counter)
-        if day not in self._days:  # a new day: forget all but the last two
-            self._days[day] = {}
-            for old in sorted(self._days)[:-2]:
-                del self._days[old]
-        values = self._days[day]
-        values[counter] = values.get(counter, 0) + delta
-
-
-# KEYS: the counters. ARGV: the TTL, then each counter's limit (-1: none) and amount.
-_RESERVE_LUA = """
-local values = {}
-for i = 1, #KEYS do
-    values[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-end
-for i = 1, #KEYS do
-    local limit = tonumber(ARGV[2 * i])
-    if limit >= 0 and values[i] + tonumber(ARGV[2 * i + 1]) > limit then
-        return {i, values}
-    end
-end
-for i = 1, #KEYS do
-    values[i] = redis.call('INCRBY', KEYS[i], ARGV[2 * i + 1])
-    redis.call('EXPIRE', KEYS[i], ARGV[1])
-end
-return {0, values}
-"""
-
-
-class _RedisCounters:
-    """Counters shared through Redis: a Lua script checks and books in one step."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self._reserve = client.register_script(_RESERVE_LUA)
-
-    async def reserve(self, budgets: Sequence[_Budget]) -> tuple[int | None, list[int]]:
-        args: list[int] = [_DAY_TTL_S]
-        for budget in budgets:
-            args += [-1 if budget.limit is None else budget.limit, budget.amount]
-        refused, values = await self._reserve(keys=[b.counter for b in budgets], args=args)
-        return (int(refused) - 1 if refused else None), [int(v) for v in values]
-
-    async def adjust(self, deltas: Sequence[tuple[str, int]]) -> None:
-        if not deltas:
-            return
-        async with self._client.pipeline(transaction=False) as pipe:
-            for counter, delta in deltas:
-                pipe.incrby(counter, delta)
-            await pipe.execute()
+        await self._store.aclose()
 
 
 def _budgets(
     day: str, key_id: str, agent: str, key_limits: Limits | None, agent_limits: Limits | None
-) -> list[_Budget]:
+) -> list[Budget]:
     """The four daily counters of a request (cost and tokens of its key and its agent),
     with their limits (None where `*_limits` is None: settling checks nothing)."""
     budgets = []
     for scope, name, limits in (("key", key_id, key_limits), ("agent", agent, agent_limits)):
         owner = f"{scope} {name!r}"
-        cost = None if limits is None else limits.cost_per_day
+        cost = None if limits is None else _units_or_none(limits.cost_per_day)
         tokens = None if limits is None else limits.tokens_per_day
-        budgets.append(
-            _Budget(_counter(day, scope, name, "cost"), owner, "cost", _units_or_none(cost), 0)
-        )
-        budgets.append(_Budget(_counter(day, scope, name, "tokens"), owner, "tokens", tokens, 0))
+        for measure, limit in (("cost", cost), ("tokens", tokens)):
+            counter = budget_counter(day, scope, name, measure)
+            budgets.append(Budget(counter, owner, measure, limit, 0))
     return budgets
-
-
-def _counter(day: str, scope: str, name: str, measure: str) -> str:
-    return f"agentlab:quota:{day}:{scope}:{measure}:{name}"
-
-
-def _counter_day(counter: str) -> str:
-    return counter.split(":", 3)[2]
 
 
 def _units_or_none(cost: float | None) -> int | None:
@@ -380,7 +248,7 @@ def _shown(measure: str, units: int) -> str:
     return f"${units / _NANO:.4f}" if measure == "cost" else f"{units:,} tokens"
 
 
-def _budget_headers(budgets: list[_Budget], used: list[int] | None, now: float) -> dict[str, str]:
+def _budget_headers(budgets: list[Budget], used: list[int] | None, now: float) -> dict[str, str]:
     """Per measure, the limit with the least left (before booking when `used` is None)."""
     headers: dict[str, str] = {}
     for measure, name in (("cost", "Cost"), ("tokens", "Tokens")):
@@ -445,8 +313,9 @@ def _rate_items(text: str) -> tuple[RateLimitItem, ...]:
     return items
 
 
-def _items(limits: Limits) -> tuple[RateLimitItem, ...]:
-    return () if limits.requests is None else _rate_items(limits.requests)
+def _windows(scope: str, name: str, limits: Limits) -> list[RateWindow]:
+    items = () if limits.requests is None else _rate_items(limits.requests)
+    return [RateWindow(item, scope, name, f"{scope} {name!r}") for item in items]
 
 
 def _check_admit(
