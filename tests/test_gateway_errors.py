@@ -8,6 +8,7 @@ import json
 import pytest
 from gateway_fixtures.agents import SECRET_TEXT, crashing, echo, failing_model
 
+from agentlab.agents import Agent
 from agentlab.serve.agent_app import create_agent_app
 from agentlab.serve.gateway.hygiene import strict_json_loads
 from agentlab.tracing import TraceStore
@@ -78,6 +79,34 @@ def test_bare_app_failing_model_answers_with_an_error_id(workspace) -> None:
     assert not any(s in response.text for s in INTERNALS), response.text
     detail = record(workspace, body["error_id"])
     assert detail["run_id"] == body["run_id"] and "/home/alice/.ssh" in detail["message"]
+
+
+def _escalating() -> Agent:
+    agent = failing_model()
+    agent.escalate = True  # a person decides instead of the run failing
+    return agent
+
+
+def test_an_escalated_run_waits_for_a_person_without_showing_the_error(workspace) -> None:
+    client = TestClient(create_agent_app(_escalating))
+    response = client.post("/v1/runs", json={"input": "hi"})
+    body = response.json()
+    assert body["status"] == "paused" and body["error_id"], response.text
+    assert not any(s in response.text for s in INTERNALS), response.text
+    pending = body["pending"]
+    assert pending["kind"] == "escalation" and "failure" not in pending
+    assert pending["question"] == (
+        "The model could not answer (its retries and fallbacks were tried). Answer for the "
+        f"user, retry, or let the run fail? (the details are recorded under error id "
+        f"{body['error_id']}.)"
+    )
+    assert "/home/alice/.ssh" in record(workspace, body["error_id"])["message"]
+    state = client.get(f"/v1/runs/{body['run_id']}")
+    assert state.json()["pending"]["kind"] == "escalation"
+    assert not any(s in state.text for s in INTERNALS), state.text
+    # The person's answer still reaches the run: the real pending call is in the trace.
+    answered = client.post(f"/v1/runs/{body['run_id']}/resume", json={"answer": "Sorry!"})
+    assert answered.json()["status"] == "completed" and answered.json()["output"] == "Sorry!"
 
 
 def test_bare_app_crashed_run_keeps_its_id_and_is_failed(workspace, caplog) -> None:

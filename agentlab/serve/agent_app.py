@@ -142,6 +142,28 @@ def _needs_hiding(status: str, failure: dict[str, Any] | None) -> bool:
     return status == "failed" and (failure or {}).get("kind") not in _PLAIN_KINDS
 
 
+def _escalated(pending: dict[str, Any] | None) -> bool:
+    return (pending or {}).get("kind") == "escalation"
+
+
+def _public_pending(pending: dict[str, Any] | None, error_id: str | None) -> dict[str, Any] | None:
+    """What a paused run waits for, as answered to clients: an escalated run's
+    question and failure may quote an exception, so they give way to a plain question
+    that names `error_id` (the record of the details, if the server made one)."""
+    if not _escalated(pending):
+        return pending
+    assert pending is not None
+    what = _PUBLIC_WHAT.get((pending.get("failure") or {}).get("kind", ""), "The run failed.")
+    where = (
+        f"the details are recorded under error id {error_id}"
+        if error_id
+        else "the operator of this service has the details"
+    )
+    question = f"{what} Answer for the user, retry, or let the run fail? ({where}.)"
+    public = {k: v for k, v in pending.items() if k not in ("question", "failure")}
+    return {**public, "question": question, "error_id": error_id}
+
+
 def _response(result: RunResult, workspace: Path | None) -> RunResponse:
     """The public answer: a failure that may quote an exception is recorded under an
     error id and explained without it."""
@@ -150,6 +172,9 @@ def _response(result: RunResult, workspace: Path | None) -> RunResponse:
     if _needs_hiding(result.status, result.failure):
         error_id = record_failure(workspace, result.run_id, result.failure, explanation)
         explanation = _public_explanation(result.failure, error_id)
+    elif result.status == "paused" and _escalated(result.pending):
+        failure = (result.pending or {}).get("failure")
+        error_id = record_failure(workspace, result.run_id, failure, (failure or {}).get("what"))
     return RunResponse(
         run_id=result.run_id,
         status=result.status,
@@ -165,7 +190,7 @@ def _response(result: RunResult, workspace: Path | None) -> RunResponse:
         ),
         cost=result.cost,
         latency_ms=result.latency_ms,
-        pending=result.pending,
+        pending=_public_pending(result.pending, error_id),
         error_id=error_id,
     )
 
@@ -182,6 +207,7 @@ def public_state(row: dict[str, Any], error_id: str | None) -> RunState:
             else "The run failed inside the agent; ask the operator of this service."
         )
         state.error_id = error_id
+    state.pending = _public_pending(state.pending, error_id)
     return state
 
 
