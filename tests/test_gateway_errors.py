@@ -4,9 +4,10 @@ a 500 with only an error id, a crashed run with its real id, failed in the store
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-from gateway_fixtures.agents import SECRET_TEXT, crashing, echo, failing_model
+from gateway_fixtures.agents import SECRET_TEXT, crashing, echo, failing_model, refunds
 
 from agentlab.agents import Agent
 from agentlab.serve.agent_app import create_agent_app
@@ -107,6 +108,36 @@ def test_an_escalated_run_waits_for_a_person_without_showing_the_error(workspace
     # The person's answer still reaches the run: the real pending call is in the trace.
     answered = client.post(f"/v1/runs/{body['run_id']}/resume", json={"answer": "Sorry!"})
     assert answered.json()["status"] == "completed" and answered.json()["output"] == "Sorry!"
+
+
+class _CrashAfterPause:
+    """Raises on the first model call after the run resumed: a crashed resumption."""
+
+    def emit(self, event: Any) -> None:
+        if getattr(event, "kind", "") == "model_call" and event.step >= 3:
+            raise ValueError(SECRET_TEXT)
+
+
+def _refunds_crashing_on_resume() -> Agent:
+    agent = refunds()
+    agent.observers = (*agent.observers, _CrashAfterPause())
+    return agent
+
+
+def test_a_crashed_resumption_keeps_what_the_run_did(workspace) -> None:
+    client = TestClient(create_agent_app(_refunds_crashing_on_resume))
+    paused = client.post("/v1/runs", json={"input": "refund O-1"}).json()
+    assert paused["status"] == "paused" and paused["steps"] == 2
+    response = client.post(f"/v1/runs/{paused['run_id']}/resume", json={"approve": True})
+    body = response.json()
+    assert body["status"] == "failed" and body["error_id"], response.text
+    assert not any(s in response.text for s in INTERNALS), response.text
+    # The steps before the pause and after it, the tools and the tokens: none lost.
+    assert body["steps"] == 3 and body["tools_called"] == ["lookup", "refund"]
+    assert body["usage"]["total_tokens"] > paused["usage"]["total_tokens"] > 0
+    row = TraceStore(workspace).run(paused["run_id"])
+    assert row is not None and row["status"] == "failed" and row["steps"] == 3
+    assert row["input_tokens"] + row["output_tokens"] == body["usage"]["total_tokens"]
 
 
 def test_bare_app_crashed_run_keeps_its_id_and_is_failed(workspace, caplog) -> None:

@@ -19,21 +19,25 @@ or non-strict JSON, 404, 405, 409, 500) has the one envelope of
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentlab.agents import Agent, Run, RunResult
-from agentlab.errors import MissingExtraError, UserError
+from agentlab.errors import AgentlabError, MissingExtraError, UserError
 from agentlab.events import RunFinished
 from agentlab.serve.gateway.errors import (
     ApiError,
     install_error_handlers,
+    log,
     record_error,
     record_failure,
 )
 from agentlab.serve.gateway.hygiene import strict_json_route
+from agentlab.tracing import TraceStore
+from agentlab.usage import Usage
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -211,24 +215,65 @@ def public_state(row: dict[str, Any], error_id: str | None) -> RunState:
     return state
 
 
+@dataclass(frozen=True)
+class _Spent:
+    """What a run did before it stopped: its steps, tools called, tokens and cost."""
+
+    steps: int = 0
+    tools_called: tuple[str, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+
+    @classmethod
+    def of(cls, agent: Agent, run_id: str, run: Run | None) -> "_Spent":
+        """From `run`; without it (a resumption that crashed before handing its run
+        back), from what the trace recorded of run `run_id`, so nothing is lost."""
+        if run is not None:
+            tools = tuple(c.name for s in run.steps for c in s.tool_calls)
+            return cls(len(run.steps), tools, run.usage, run.cost)
+        if agent.tracer is None:
+            return cls()
+        store = TraceStore(getattr(agent.tracer, "workspace", None))
+        try:
+            [(steps, tin, tout, calls, cost)] = store.sql(_SPENT, [run_id])
+            called = [name for (name,) in store.sql(_TOOLS_CALLED, [run_id])]
+        except AgentlabError as exc:  # the failure must still be recorded
+            log.warning("run %s: its steps so far could not be read back (%s)", run_id, exc)
+            return cls()
+        usage = Usage(input_tokens=tin or 0, output_tokens=tout or 0, requests=calls or 0)
+        return cls(steps or 0, tuple(called), usage, cost)
+
+
+_SPENT = """
+SELECT max(step), sum(input_tokens), sum(output_tokens), count(*), sum(cost)
+FROM model_calls WHERE run_id = ?
+"""
+_TOOLS_CALLED = "SELECT tool FROM tool_calls WHERE run_id = ? ORDER BY step, started_at"
+
+
 def mark_failed(
     agent: Agent, run_id: str, run: Run | None, kind: str, explanation: str, error_id: str | None
 ) -> None:
     """Record run `run_id` as failed (after the run loop recorded it cancelled, or
     never recorded an end): a later ``run_finished`` event wins in the store."""
+    _mark_failed(agent, run_id, _Spent.of(agent, run_id, run), kind, explanation, error_id)
+
+
+def _mark_failed(
+    agent: Agent, run_id: str, spent: _Spent, kind: str, explanation: str, error_id: str | None
+) -> None:
     tracer = agent.tracer
     if tracer is None:
         return
-    usage = run.usage if run is not None else None
     tracer.emit(
         RunFinished(
             run_id=run_id,
             status="failed",
             explanation=explanation,
-            steps=len(run.steps) if run is not None else 0,
-            input_tokens=usage.input_tokens if usage is not None else 0,
-            output_tokens=usage.output_tokens if usage is not None else 0,
-            cost=run.cost if run is not None else None,
+            steps=spent.steps,
+            input_tokens=spent.usage.input_tokens,
+            output_tokens=spent.usage.output_tokens,
+            cost=spent.cost,
             latency_ms=0.0,
             ended_at=time.time(),
             failure={"kind": kind, "what": explanation, "error": error_id, "next": ""},
@@ -270,22 +315,22 @@ async def guarded_run(
             f"The run crashed. The details are recorded under error id {error_id}: give "
             "it to the operator of this service."
         )
-    mark_failed(agent, run_id, run, kind, explanation, error_id)
-    usage = run.usage if run is not None else None
+    spent = await asyncio.to_thread(_Spent.of, agent, run_id, run)
+    _mark_failed(agent, run_id, spent, kind, explanation, error_id)
     return RunResponse(
         run_id=run_id,
         status="failed",
         output=None,
         explanation=explanation,
-        steps=len(run.steps) if run is not None else 0,
-        tools_called=[c.name for s in run.steps for c in s.tool_calls] if run is not None else [],
+        steps=spent.steps,
+        tools_called=list(spent.tools_called),
         usage=UsageOut(
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            total_tokens=usage.total_tokens if usage else 0,
-            requests=usage.requests if usage else 0,
+            input_tokens=spent.usage.input_tokens,
+            output_tokens=spent.usage.output_tokens,
+            total_tokens=spent.usage.total_tokens,
+            requests=spent.usage.requests,
         ),
-        cost=run.cost if run is not None else None,
+        cost=spent.cost,
         latency_ms=(time.perf_counter() - started) * 1000,
         error_id=error_id,
     )
