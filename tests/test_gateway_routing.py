@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from agentlab.agents import ReActAgent
 from agentlab.errors import UserError
+from agentlab.evals import compare_evals
 from agentlab.messages import Message
 from agentlab.models import FunctionModel
 from agentlab.serve.gateway.ab import Router, bucket, compare_versions, pick
@@ -25,6 +26,7 @@ from agentlab.serve.gateway.config import AgentConfig, GatewayConfig
 from agentlab.serve.gateway.keys import ApiKey, SQLiteKeyStore
 from agentlab.serve.gateway.shared_state import RedisState, SharedState, SQLiteState
 from agentlab.serve.gateway.version_breakers import VersionBreakers, VersionBreakerSettings
+from agentlab.serve.gateway.version_evals import version_report
 from agentlab.tracing import TraceStore
 
 pytestmark = pytest.mark.timeout(60)
@@ -391,3 +393,71 @@ def test_a_failing_version_falls_back_and_returns_after_the_cooldown(tmp_path, k
     assert later.rows["new"]["runs"] == 0
     with pytest.raises(UserError, match="name the versions"):
         compare_versions(store, "svc")
+
+
+def picky() -> ReActAgent:
+    """Answers `picky: <input>`, but fails on any input about a refund."""
+
+    def reply(messages: Sequence[Message], tools: Any) -> str:
+        text = str(messages[-1].content)
+        if "refund" in text:
+            raise RuntimeError("no refunds here")
+        return f"picky: {text}"
+
+    return ReActAgent(
+        FunctionModel(reply, name="picky"), name="picky", max_retries=0, retry=None, breaker=None
+    )
+
+
+def test_versions_compare_through_the_eval_comparison(tmp_path, keys) -> None:
+    cfg = gateway_config(
+        tmp_path / "ws",
+        {
+            "svc": {
+                "versions": [
+                    {"version": "1", "factory": ECHO, "weight": 1},
+                    {"version": "2", "factory": f"{__name__}:picky", "weight": 0},
+                ]
+            }
+        },
+        shared_state_ttl_s=0,
+    )
+    with TestClient(create_gateway_app(cfg)) as client:
+
+        def ask(*texts: str) -> set[str]:
+            versions = set()
+            for text in texts:
+                answer = client.post(
+                    "/v1/agents/svc/runs", json={"input": text}, headers=bearer(keys["user"])
+                )
+                assert answer.status_code == 200, answer.text
+                versions.add(answer.json()["version"])
+            return versions
+
+        assert ask("hello", "Hello  ", "refund please", "only one") == {"1"}
+        moved = client.put(
+            "/v1/admin/agents/svc/weights",
+            json={"weights": {"1": 0, "2": 1}},
+            headers=bearer(keys["admin"]),
+        )
+        assert moved.status_code == 200, moved.text
+        assert ask("hello", "refund please", "new") == {"2"}
+    store = TraceStore(tmp_path / "ws")
+    one, two = version_report(store, "svc", "1"), version_report(store, "svc", "2")
+    # "hello" and "Hello  " are one input: one case, its latest run.
+    assert (one.metadata["runs"], len(one.results)) == (4, 3)
+    assert one.metrics.task_completion_rate == 1.0
+    assert two.metrics.task_completion_rate == pytest.approx(2 / 3)
+    comparison = compare_evals(one, two, n_resamples=200)
+    changes = {c.a.output if c.a else c.b.output: c.change for c in comparison.cases}  # type: ignore[union-attr]
+    assert changes == {
+        "echo: Hello  ": "passing",
+        "echo: refund please": "regressed",
+        "echo: only one": "only_a",
+        "picky: new": "only_b",
+    }
+    assert (comparison.flips.regressed, comparison.flips.improved) == (1, 0)
+    assert comparison.completion is not None and comparison.completion.cases == 2
+    assert (comparison.completion.a, comparison.completion.b) == (1.0, 0.5)
+    assert "regressed" in str(comparison)
+    assert version_report(store, "svc", "3").results == []

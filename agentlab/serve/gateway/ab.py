@@ -20,10 +20,9 @@ assigned again among the remaining versions, from the same point.
 **Comparing versions.** :func:`compare_versions` is a per-version table of live
 traffic from the trace store (runs, completion rate, p50/p95 latency, cost and
 tokens per run), read from the ``gateway`` metadata the gateway records with each
-run. The eval comparison (:func:`agentlab.evals.compare_evals`) pairs the *same
-cases* of two eval runs; live A/B traffic has different inputs per version, so
-there is nothing to pair: compare versions offline with an eval over one
-dataset, online with this table.
+run. For the eval comparison, :func:`~agentlab.serve.gateway.version_evals.version_report`
+makes a version's live runs an eval report: ``compare_evals`` then gives the metric
+deltas, and pairs the inputs both versions answered.
 """
 
 from __future__ import annotations
