@@ -243,6 +243,8 @@ class RunResumed:
     run_id: str
     decision: dict[str, Any]
     resumed_at: float
+    agent: str | None = None
+    """The agent's name (None in traces written before it was recorded)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -60,15 +60,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
+if str(TESTS) not in sys.path:  # the test harness: _http, _redis
+    sys.path.insert(0, str(TESTS))
+
+from _http import free_port, running_process  # noqa: E402
+
 AGENT = "gateway_fixtures.agents:echo"
 RUN_BODY = b'{"input": "hi"}'
 START_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(workspace: Path) -> dict[str, str]:
@@ -102,29 +101,11 @@ class Server:
 def _running(args: list[str], url: str, workspace: Path, cwd: Path) -> Iterator[Server]:
     """Start `args`, wait until ``url/healthz`` answers 200, stop it after."""
     log = cwd / f"server-{url.rsplit(':', 1)[1]}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            args, cwd=cwd, env=_env(workspace), stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[2:4]} did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
+    env = _env(workspace)
+    with running_process(
+        args, url + "/healthz", env=env, cwd=cwd, log=log, timeout=START_TIMEOUT_S
+    ) as process:
         yield Server(url, process, workspace)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 @contextmanager
@@ -155,7 +136,7 @@ def serve_gateway(
         ]
         for name, spec in keys.items()
     }
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "agentlab.cli", "serve", str(path)]
     args += ["--port", str(port), "--workers", str(workers)]
     with _running(args, f"http://127.0.0.1:{port}", workspace, folder) as server:
@@ -176,7 +157,7 @@ def bare_app() -> Any:
 @contextmanager
 def serve_bare(folder: Path, *, workers: int = 2) -> Iterator[Server]:
     """The bare agent app (:func:`bare_app`) on uvicorn with `workers` workers."""
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, "-m", "uvicorn", "gateway:bare_app", "--factory"]
     args += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     with _running(args, f"http://127.0.0.1:{port}", folder / "bare-ws", folder) as server:
@@ -344,7 +325,7 @@ def _serve_fixed(port: int, seconds: float) -> None:
 
 def loadgen_ceiling(concurrency: int, duration: float) -> dict[str, Any]:
     """The load generator against the trivial endpoint (its own ceiling)."""
-    port = _free_port()
+    port = free_port()
     args = [sys.executable, __file__, "--fixed", str(port), "--duration", str(duration + 30)]
     server = subprocess.Popen(args)
     try:
@@ -510,7 +491,6 @@ def _log_profile(
 
 def benchmark(workers: int, concurrency: int, duration: float, profile: bool) -> dict[str, Any]:
     """Every measurement; the figures of the final JSON line."""
-    sys.path.insert(0, str(TESTS))
     from _redis import RedisServer
 
     c, d = concurrency, duration

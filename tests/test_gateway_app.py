@@ -8,7 +8,6 @@ import concurrent.futures
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from _http import free_port
+from _http import free_port, running_process
 from gateway_fixtures.agents import SECRET_TEXT
 
 from agentlab.serve.gateway.keys import SQLiteKeyStore
@@ -77,41 +76,12 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     }
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(TESTS), "AGENTLAB_WORKSPACE": str(folder / "other")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agentlab.cli",
-            "serve",
-            str(folder / "gw.yaml"),
-            "--port",
-            str(port),
-        ],
-        cwd=folder,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    args = [sys.executable, "-m", "agentlab.cli", "serve", str(folder / "gw.yaml")]
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gateway did not start: {process.communicate(timeout=5)[1][-3000:]!r}")
-            time.sleep(0.2)
+    with running_process(
+        [*args, "--port", str(port)], url + "/healthz", env=env, cwd=folder
+    ) as process:
         yield Gateway(url, folder / "ws", keys, process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def assert_envelope(response: httpx.Response, status: int, kind: str) -> dict:  # type: ignore[type-arg]

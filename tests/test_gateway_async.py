@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _http import free_port
+from _http import free_port, running_process
 from fastapi.testclient import TestClient
 from gateway_fixtures.agents import SECRET_TEXT
 
@@ -24,6 +23,7 @@ from agentlab.serve.gateway.app import create_gateway_app
 from agentlab.serve.gateway.async_runs import ASYNC_END_ROUTE, SHUTDOWN_EXPLANATION
 from agentlab.serve.gateway.config import GatewayConfig
 from agentlab.serve.gateway.keys import SQLiteKeyStore
+from agentlab.serve.gateway.usage import usage_by
 from agentlab.tracing import TraceStore
 
 pytestmark = pytest.mark.timeout(120)
@@ -135,6 +135,32 @@ def test_an_async_run_answers_202_at_once_and_runs_in_the_background(tmp_path, k
         "SELECT status_code FROM gateway_requests WHERE route = '/v1/runs/{run_id}/events'"
     )
     assert streams == [(200,)]
+
+
+def test_an_async_run_counts_once_in_the_usage_report(tmp_path, keys) -> None:
+    store = TraceStore(tmp_path / "ws")
+    with TestClient(create_gateway_app(config(tmp_path / "ws"))) as client:
+        sync = client.post("/v1/agents/echo/runs", json={"input": "hi"}, headers=keys["user"])
+        assert sync.status_code == 200, sync.text
+        run_id = start(client, "echo", "hello there", keys["user"]).json()["run_id"]
+        wait_for(client, run_id, keys["user"], "completed")
+        deadline = time.monotonic() + 10
+        while not store.sql("SELECT 1 FROM gateway_requests WHERE route = ?", [ASYNC_END_ROUTE]):
+            assert time.monotonic() < deadline, "the async run's end was not recorded"
+            time.sleep(0.05)
+    runs = [store.run(sync.json()["run_id"]), store.run(run_id)]
+    tokens = sum(r["input_tokens"] + r["output_tokens"] for r in runs if r is not None)
+    assert tokens > 0
+    rows = usage_by(store, ["client", "route"])  # the end's record folds into its route
+    (route,) = [r for r in rows if r["route"] == "/v1/agents/{agent}/runs"]
+    assert (route["client"], route["requests"], route["errors"], route["tokens"]) == (
+        "acme",
+        2,
+        0,
+        tokens,
+    )
+    assert {r["route"] for r in rows} == {"/v1/agents/{agent}/runs", "/v1/runs/{run_id}"}
+    assert route["latency_p95_ms"] < 1000  # the answers' times, not the runs'
 
 
 def test_a_paused_async_run_streams_paused_then_resumes_to_completion(tmp_path, keys) -> None:
@@ -255,31 +281,9 @@ def served(tmp_path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(TESTS), "AGENTLAB_WORKSPACE": str(tmp_path / "other")}
     command = [sys.executable, "-m", "agentlab.cli", "serve", "gw.yaml", "--port", str(port)]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"gateway did not start: {process.communicate(timeout=5)[1][-3000:]!r}")
-            time.sleep(0.2)
+    with running_process(command, url + "/healthz", env=env, cwd=tmp_path):
         yield url, headers
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.mark.slow

@@ -14,14 +14,12 @@ repeatable), and the module a time limit.
 from __future__ import annotations
 
 import collections
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
+from _http import load_benchmark
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -33,22 +31,12 @@ from schemathesis.checks import (
 
 pytestmark = pytest.mark.timeout(600)
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = 60  # per operation and generation mode, with a valid key
 BYPASS_EXAMPLES = 25  # per operation, generation mode and identity
 ENVELOPE_KEYS = {"type", "message", "error_id"}
 
 
-def _load_bench() -> Any:
-    spec = importlib.util.spec_from_file_location("gateway_bench", ROOT / "benchmarks/gateway.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gateway_bench"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_benchmark("gateway")  # serve_gateway, AGENT
 
 CONFIG = {
     "default_key_limits": {"requests": "100000/minute"},

@@ -21,10 +21,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from _http import load_benchmark
 from _redis import RedisServer
-from test_gateway_fuzz import bench  # benchmarks/gateway.py: serve_gateway, AGENT
 
 pytestmark = pytest.mark.timeout(300)
+
+bench = load_benchmark("gateway")  # serve_gateway, AGENT
 
 LIMIT = 200  # requests per minute for the limited key
 MAX_BODY = 1 << 20

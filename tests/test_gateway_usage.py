@@ -18,6 +18,7 @@ from agentlab.cli import app
 from agentlab.errors import UserError
 from agentlab.serve.gateway.usage import record_request, usage_by
 from agentlab.tracing import TraceStore
+from agentlab.tracing.gateway_requests import ASYNC_END_ROUTE
 
 DAY = 86_400.0
 ROUTE = "/v1/agents/{agent}/runs"
@@ -97,6 +98,24 @@ def test_the_report_aggregates_per_client_agent_version_and_day(tmp_path: Path) 
     assert (utc_day(now - 2 * DAY), "globex") in days
     with pytest.raises(UserError, match="group by one or more of client, key, agent"):
         usage_by(store, ["colour"])
+
+
+def test_an_async_run_is_one_request_with_its_cost_once(tmp_path: Path) -> None:
+    """Its 202 (no tokens yet) and the record of its end (tokens, cost, the run's
+    duration): one request, its latency the 202's, its cost and tokens once."""
+    store = TraceStore(tmp_path)
+    empty = {"input_tokens": 0, "output_tokens": 0, "cost": None}
+    record(store, status_code=202, latency_ms=4.0, run_id="a1", **empty)
+    record(store, route=ASYNC_END_ROUTE, latency_ms=9000.0, run_id="a1", cost=0.25)
+    record(store, status_code=202, latency_ms=6.0, run_id="a2", **empty)
+    record(store, route=ASYNC_END_ROUTE, status_code=503, latency_ms=20.0, run_id="a2")
+    record(store, latency_ms=50.0, run_id="s1", cost=0.5)  # a synchronous run
+    for by in (["client"], ["route"], ["client", "agent", "version", "day"]):
+        (row,) = usage_by(store, by)
+        assert (row["requests"], row["errors"], row["rejected"]) == (3, 1, 0), by
+        assert row["tokens"] == 3 * 110 and row["cost"] == pytest.approx(0.25 + 0.002 + 0.5)
+        assert row["latency_p50_ms"] == pytest.approx(6.0), by  # of 4, 6 and 50 ms
+    assert usage_by(store, ["route"])[0]["route"] == ROUTE
 
 
 def test_old_requests_go_with_a_prune(tmp_path: Path) -> None:

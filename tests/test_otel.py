@@ -1,6 +1,7 @@
 """OpenTelemetry export: runs become GenAI-convention spans and metrics (the real
 SDK, read back through its in-memory exporter and metric reader)."""
 
+import asyncio
 import json
 
 import pytest
@@ -11,11 +12,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from agentlab.agents import ReActAgent
+from agentlab.agents import ReActAgent, Run
+from agentlab.agents.recovery import read_run
 from agentlab.errors import UserError
 from agentlab.messages import AssistantMessage, ToolCall
 from agentlab.models import FunctionModel
 from agentlab.tools import tool
+from agentlab.tracing import TraceStore
 from agentlab.tracing.otel import OtelObserver, configure_otel
 
 
@@ -218,28 +221,31 @@ def test_metrics_follow_the_conventions(otel):
     assert metrics["gen_ai.client.operation.duration"].unit == "s"
 
 
+@tool(requires_approval=True)
+def refund(order_id: str) -> str:
+    """Refund an order.
+
+    Args:
+        order_id: The order number.
+    """
+    return "refunded"
+
+
+REFUND_CALL = AssistantMessage(
+    tool_calls=(ToolCall(id="r1", name="refund", arguments='{"order_id": "A17"}'),)
+)
+
+
+def refunds_agent(observer, workspace, *replies):
+    """An agent that answers `replies` in turn, its refunds waiting for approval."""
+    return ReActAgent(
+        scripted(*replies), [refund], name="refunds", trace=workspace, observers=[observer]
+    )
+
+
 def test_a_paused_run_ends_its_span_and_the_resumed_part_gets_its_own(otel, tmp_path):
     observer, exporter, _ = otel
-
-    @tool(requires_approval=True)
-    def refund(order_id: str) -> str:
-        """Refund an order.
-
-        Args:
-            order_id: The order number.
-        """
-        return "refunded"
-
-    refund_call = AssistantMessage(
-        tool_calls=(ToolCall(id="r1", name="refund", arguments='{"order_id": "A17"}'),)
-    )
-    agent = ReActAgent(
-        scripted(refund_call, "Refunded."),
-        [refund],
-        name="refunds",
-        trace=tmp_path,
-        observers=[observer()],
-    )
+    agent = refunds_agent(observer(), tmp_path, REFUND_CALL, "Refunded.")
     paused = agent.run_sync("Refund A17")
     assert paused.status == "paused"
     first = exporter.get_finished_spans()
@@ -252,6 +258,48 @@ def test_a_paused_run_ends_its_span_and_the_resumed_part_gets_its_own(otel, tmp_
     assert run.attributes["agentlab.run.resumed"] is True
     assert run.attributes["gen_ai.conversation.id"] == paused.run_id
     assert resumed["execute_tool refund"].parent is not None
+
+
+def test_a_run_resumed_elsewhere_names_its_agent(otel, tmp_path):
+    """Paused, then resumed by another agent instance and observer (as in another
+    process, with nothing remembered): the resumed span still names the agent."""
+    observer, exporter, _ = otel
+    paused = refunds_agent(observer(), tmp_path, REFUND_CALL, "unused").run_sync("Refund A17")
+    assert paused.status == "paused"
+    exporter.clear()
+    again = refunds_agent(observer(), tmp_path, "Refunded.")
+    assert again.resume_sync(paused.run_id, approve=True).ok
+    run = by_name(exporter.get_finished_spans())["invoke_agent refunds"]
+    assert run.attributes["gen_ai.agent.name"] == "refunds"
+    assert run.attributes["agentlab.run.resumed"] is True
+
+
+def test_a_recovered_run_names_its_agent(otel, tmp_path):
+    """A run rebuilt from its trace and carried on (what Agent.resume does for an
+    interrupted run) by a fresh agent and observer: its span names the agent."""
+    make_observer, exporter, _ = otel
+
+    def support(*replies):
+        return ReActAgent(
+            scripted(*replies),
+            [lookup_order],
+            name="support_agent",
+            trace=tmp_path,
+            observers=[make_observer()],
+        )
+
+    started = support(call("A17"), "unused").start("Where is A17?")
+    asyncio.run(started.step())  # the lookup, then the process "dies"
+    exporter.clear()
+    again = support("Shipped.")
+    record = read_run(again, started.id, TraceStore(tmp_path))
+    result = asyncio.run(Run.restore(again, record).recover(record.pending_calls))
+    assert result.ok and result.output == "Shipped."
+    spans = by_name(exporter.get_finished_spans())
+    run = spans["invoke_agent support_agent"]
+    assert run.attributes["gen_ai.agent.name"] == "support_agent"
+    assert run.attributes["agentlab.run.resumed"] is True
+    assert spans["chat support"].attributes["gen_ai.agent.name"] == "support_agent"
 
 
 def test_not_configured_means_disabled_and_bad_endpoints_are_refused(monkeypatch):

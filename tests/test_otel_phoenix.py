@@ -6,14 +6,13 @@ spans are read back through its REST API."""
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
-from _http import free_port
+from _http import free_port, running_process
 
 from agentlab.agents import ReActAgent
 from agentlab.messages import AssistantMessage, ToolCall
@@ -61,30 +60,10 @@ def phoenix(tmp_path):
         "PHOENIX_GRPC_PORT": str(free_port()),
         "PHOENIX_TELEMETRY_ENABLED": "false",
     }
-    log = (tmp_path / "phoenix.log").open("wb")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                get_json(f"{base}/v1/projects")
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        "Phoenix did not start: " + (tmp_path / "phoenix.log").read_text()[-2000:]
-                    )
-                time.sleep(0.25)
+    log = tmp_path / "phoenix.log"
+    with running_process(command, f"{base}/v1/projects", env=env, log=log, timeout=90):
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
 
 
 @tool

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from _http import free_port
+from _http import free_port, running_process
 
 pytestmark = [pytest.mark.local_model, pytest.mark.timeout(120)]
 
@@ -31,31 +28,10 @@ GET_ORDER = {
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "agentlab.serve.model_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    stderr = process.communicate(timeout=5)[1].decode()[-2000:]
-                    pytest.fail(f"model server did not start within 30 s:\n{stderr}")
-                time.sleep(0.2)
+    args = [sys.executable, "-m", "agentlab.serve.model_server", "--port", str(port)]
+    with running_process(args, f"{url}/models", timeout=30):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture

@@ -305,7 +305,7 @@ class Run:
         decision = {"key": pending["key"], "approve": approve, "note": note, "answer": answer}
         self.approvals[pending["key"]] = decision
         self.status, self.pending = "running", None
-        self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
+        self._resumed_event(decision)
         if escalated:
             self._decide_escalation(pending, approve, answer)
         return await self._carry_on([ToolCall(**c) for c in pending["calls"]])
@@ -318,11 +318,17 @@ class Run:
         unknown is made again only if its tool takes an idempotency key; otherwise
         the run pauses for a person), or finish with the recorded `answer`; then
         finish the run. Use :meth:`Agent.resume` rather than calling this directly."""
-        decision = {"recovered": True, "from_step": len(self.steps)}
-        self.emit(RunResumed(run_id=self.id, decision=decision, resumed_at=time.time()))
+        self._resumed_event({"recovered": True, "from_step": len(self.steps)})
         if answer is not None:
             self._finish("completed", output=answer)
         return await self._carry_on(calls)
+
+    def _resumed_event(self, decision: dict[str, Any]) -> None:
+        self.emit(
+            RunResumed(
+                run_id=self.id, decision=decision, resumed_at=time.time(), agent=self.agent.name
+            )
+        )
 
     async def _carry_on(self, calls: Sequence[ToolCall]) -> RunResult:
         """Make the last step's remaining `calls`, then finish the run."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the store ingests with this module's SQL: imported where us
     from agentlab.tracing.store import TraceStore
 
 __all__ = [
+    "ASYNC_END_ROUTE",
     "INSERT_REQUESTS",
     "LOAD_REQUESTS",
     "REQUEST_COLUMNS",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 REQUEST_KIND = "gateway_request"
+RUN_ROUTE = "/v1/agents/{agent}/runs"
+ASYNC_END_ROUTE = f"{RUN_ROUTE} (async run ended)"
+"""The route of the record an async run adds when it ends, with its tokens, cost and
+duration (its request, answered 202, has none yet): not a request of its own."""
 
 # The fields of a request line, with the type ingest reads each as.
 REQUEST_COLUMNS = {
@@ -146,9 +151,11 @@ USAGE_DIMENSIONS = {
     "key": "coalesce(key_id, '(no key)')",
     "agent": "coalesce(agent, '(none)')",
     "version": "coalesce(version, '(none)')",
-    "route": "route",
+    "route": f"CASE route WHEN '{ASYNC_END_ROUTE}' THEN '{RUN_ROUTE}' ELSE route END",
     "day": "CAST(date_trunc('day', started_at) AS DATE)",
 }
+# The records of requests: all but the ends of async runs.
+_REQUEST = f"route IS DISTINCT FROM '{ASYNC_END_ROUTE}'"
 
 
 def usage_by(
@@ -165,12 +172,16 @@ def usage_by(
     One dict per group, ordered by the groups: the group's values, ``requests``,
     ``errors`` (status 500 and above), ``rejected`` (400-499: bad keys, rate limits,
     budgets, invalid bodies), ``input_tokens``, ``output_tokens``, ``tokens``, ``cost``
-    (USD), ``latency_p50_ms`` and ``latency_p95_ms``.
+    (USD), ``latency_p50_ms`` and ``latency_p95_ms`` (the time to the response).
+
+    An async run is one request: its 202 is the request (and its latency), the record
+    its end adds (:data:`ASYNC_END_ROUTE`) brings its tokens and cost, and its error
+    when a shutdown stopped it.
     """
     dimensions = _dimensions(by)
     groups = ", ".join(f"{USAGE_DIMENSIONS[d]} AS {d}" for d in dimensions)
     query = f"""
-SELECT {groups}, count(*) AS requests,
+SELECT {groups}, count(*) FILTER (WHERE {_REQUEST}) AS requests,
        count(*) FILTER (WHERE status_code >= 500) AS errors,
        count(*) FILTER (WHERE status_code BETWEEN 400 AND 499) AS rejected,
        CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
@@ -178,8 +189,8 @@ SELECT {groups}, count(*) AS requests,
        CAST(coalesce(sum(input_tokens), 0) + coalesce(sum(output_tokens), 0) AS BIGINT)
            AS tokens,
        coalesce(sum(cost), 0.0) AS cost,
-       quantile_cont(latency_ms, 0.5) AS latency_p50_ms,
-       quantile_cont(latency_ms, 0.95) AS latency_p95_ms
+       quantile_cont(latency_ms, 0.5) FILTER (WHERE {_REQUEST}) AS latency_p50_ms,
+       quantile_cont(latency_ms, 0.95) FILTER (WHERE {_REQUEST}) AS latency_p95_ms
 FROM gateway_requests
 WHERE ($since IS NULL OR started_at >= $since) AND ($until IS NULL OR started_at < $until)
 GROUP BY ALL ORDER BY {", ".join(dimensions)}

@@ -100,7 +100,6 @@ class OtelObserver:
         self._tracer = tracer_provider.get_tracer("agentlab")
         self.capture_content = capture_content
         self._runs: OrderedDict[str, _Run] = OrderedDict()
-        self._agents: OrderedDict[str, str] = OrderedDict()  # paused run -> its agent
         self._lock = threading.Lock()
         self._tokens = self._duration = None
         if meter_provider is not None:
@@ -157,16 +156,15 @@ class OtelObserver:
         """A paused run carries on (here or in another process): a new run span."""
         if e.run_id in self._runs:
             return
-        agent = self._agents.pop(e.run_id, None)
         attributes = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.conversation.id": e.run_id,
             "agentlab.run.id": e.run_id,
             "agentlab.run.resumed": True,
         }
-        if agent is not None:
-            attributes["gen_ai.agent.name"] = agent
-        self._open_run(e.run_id, agent, _ns(e.resumed_at), attributes)
+        if e.agent is not None:  # optional: events made before the field existed lack it
+            attributes["gen_ai.agent.name"] = e.agent
+        self._open_run(e.run_id, e.agent, _ns(e.resumed_at), attributes)
 
     def _open_run(
         self, run_id: str, agent: str | None, start_ns: int, attributes: dict[str, Any]
@@ -189,9 +187,6 @@ class OtelObserver:
         run = self._runs.pop(e.run_id, None)
         if run is None:
             return
-        self._agents[e.run_id] = run.agent
-        while len(self._agents) > MAX_OPEN_RUNS:
-            self._agents.popitem(last=False)
         self._close_run(run, _ns(e.paused_at), "paused")
 
     def _run_finished(self, e: Any) -> None:

@@ -12,7 +12,8 @@ steps as server-sent events.
 * Usage: the 202 request is recorded like any other (its run id, no tokens yet);
   when the run ends, one more record under the route :data:`ASYNC_END_ROUTE`
   carries its tokens, cost and duration (status 200, or 503 when a shutdown stopped
-  it), so cost per client adds up to what the runs spent.
+  it), so cost per client adds up to what the runs spent; the usage report counts
+  the two records as one request.
 * Events are read from the trace store, polled every :data:`POLL_S` seconds: a
   stream works on any worker of the machine, whichever runs the run, and replays a
   finished run. Event ``step`` is sent once a step is complete (the next step began,
@@ -42,6 +43,7 @@ from agentlab.serve.agent_app import RunResponse, UsageOut, mark_failed, public_
 from agentlab.serve.gateway.keys import ApiKey
 from agentlab.serve.gateway.usage import record_request
 from agentlab.tracing import TraceStore
+from agentlab.tracing.gateway_requests import ASYNC_END_ROUTE
 
 if TYPE_CHECKING:
     from fastapi.responses import JSONResponse
@@ -60,8 +62,6 @@ log = logging.getLogger("agentlab.gateway")
 
 POLL_S = 0.2
 """How often an event stream reads the trace store for new steps (seconds)."""
-ASYNC_END_ROUTE = "/v1/agents/{agent}/runs (async run ended)"
-"""The route of the usage record written when an async run ends."""
 SHUTDOWN_EXPLANATION = (
     "The gateway shut down while this run was running, and the run was stopped. Start it again."
 )
