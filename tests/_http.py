@@ -1,6 +1,6 @@
 """Helpers for tests (and benchmarks) that run real HTTP servers on loopback: a free
-port, an ASGI app in a thread, a server process, and the benchmark modules whose
-servers the tests reuse."""
+port, an ASGI app in a thread, a server process; and the loader of the benchmark
+modules whose servers and figures the tests reuse."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout: float, out:
 
 def load_benchmark(name: str) -> ModuleType:
     """``benchmarks/<name>.py`` as the module ``<name>_bench`` (loaded once), for the
-    tests that reuse a benchmark's servers."""
+    tests that reuse a benchmark's servers or code."""
     module_name = f"{name}_bench"
     if module_name in sys.modules:
         return sys.modules[module_name]

@@ -6,7 +6,6 @@ Plumbing tests use the fast HashEmbedder; MiniLM checks meaning and the eval set
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 import subprocess
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _http import load_benchmark
 
 from agentlab.errors import MemoryStoreError, UserError
 from agentlab.memory import Embedder, HashEmbedder, LongTermMemory, MemoryHit, MiniLMEmbedder
@@ -27,17 +27,7 @@ MODES = ["semantic", "fulltext", "hybrid"]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _load_recall_benchmark() -> Any:
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "memory_recall.py"
-    spec = importlib.util.spec_from_file_location("memory_recall", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["memory_recall"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-recall_bench = _load_recall_benchmark()
+recall_bench = load_benchmark("memory_recall")
 
 
 def fragments(memory: LongTermMemory) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from _http import load_benchmark
 
 from agentlab.evals.dataset import read_json_lines
 from agentlab.messages import AssistantMessage, ToolCall
@@ -18,17 +17,7 @@ from agentlab.messages import AssistantMessage, ToolCall
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_benchmark() -> Any:
-    path = ROOT / "benchmarks" / "tool_calling.py"
-    spec = importlib.util.spec_from_file_location("tool_calling_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tool_calling_bench"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
+bench = load_benchmark("tool_calling")
 
 AREA = {
     "name": "area",
