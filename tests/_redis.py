@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -116,6 +117,16 @@ class RedisServer:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def freeze(self) -> None:
+        """Stall the server (SIGSTOP): it keeps its connections and answers nothing."""
+        assert self._proc is not None, "start the server first"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen server go on (SIGCONT)."""
+        assert self._proc is not None, "start the server first"
+        self._proc.send_signal(signal.SIGCONT)
 
     def _pings(self) -> bool:
         try:

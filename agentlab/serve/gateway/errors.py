@@ -65,6 +65,10 @@ STATUS_TYPES = {
 }
 
 
+STORE_RETRY_AFTER_S = 5
+"""The ``Retry-After`` of a 503 answered while the shared store is unreachable."""
+
+
 class ApiError(Exception):
     """A request answered with an error: `status`, a `type` (see ``STATUS_TYPES``),
     a `message` saying what was wrong and what to do, extra `headers`."""
@@ -248,9 +252,34 @@ class ErrorMiddleware:
             scope.setdefault("state", {})["error_id"] = error_id
             if started:  # the answer is under way: nothing more can be said
                 return
-            message = (
-                "The server failed on this request; its details are recorded under "
-                f"error id {error_id} (give it to the operator)."
-            )
-            response = error_response(ApiError(500, message, error_id=error_id))
+            response = error_response(_server_error(exc, error_id))
             await response(scope, receive, send)
+
+
+def _server_error(exc: Exception, error_id: str) -> ApiError:
+    """A 503 when the shared store (Redis) cannot be reached or answers too late:
+    the client may retry; any other failure is a 500."""
+    if _store_unreachable(exc):
+        return ApiError(
+            503,
+            "The gateway cannot reach its shared store (Redis) right now, so it cannot "
+            f"check this request's key and limits; retry in a few seconds (error id "
+            f"{error_id}).",
+            error_id=error_id,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+    return ApiError(
+        500,
+        "The server failed on this request; its details are recorded under "
+        f"error id {error_id} (give it to the operator).",
+        error_id=error_id,
+    )
+
+
+def _store_unreachable(exc: BaseException) -> bool:
+    try:
+        from redis.exceptions import ConnectionError as RedisDown
+        from redis.exceptions import TimeoutError as RedisLate
+    except ImportError:  # no redis extra: no Redis to be unreachable
+        return False
+    return isinstance(exc, RedisDown | RedisLate)

@@ -34,8 +34,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agentlab.errors import MissingExtraError, UserError
+from agentlab.errors import UserError
 from agentlab.serve.gateway.quotas import Limits
+from agentlab.serve.gateway.redis_clients import sync_redis
 from agentlab.serve.gateway.shared_state import wal_connection
 
 __all__ = [
@@ -250,11 +251,7 @@ class RedisKeyStore(KeyStore):
     """Keys on Redis (several machines): a hash per key, a set of ids."""
 
     def __init__(self, url: str, *, prefix: str = "agentlab:gateway:keys") -> None:
-        try:
-            import redis
-        except ImportError:
-            raise MissingExtraError("redis", "redis") from None
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._redis = sync_redis(url, decode_responses=True)
         self._prefix = prefix
 
     def _name(self, key_id: str) -> str:

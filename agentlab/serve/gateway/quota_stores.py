@@ -23,7 +23,7 @@ from limits import RateLimitItem
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from agentlab.errors import MissingExtraError
+from agentlab.serve.gateway.redis_clients import async_redis
 
 __all__ = ["Budget", "MemoryQuotaStore", "QuotaStore", "RateWindow", "RedisQuotaStore", "Verdict"]
 
@@ -204,16 +204,7 @@ class RedisQuotaStore:
     Lua script admits a request (one round trip), one pipeline settles it."""
 
     def __init__(self, uri: str) -> None:
-        try:
-            import redis.asyncio
-        except ImportError:
-            raise MissingExtraError("redis", "redis") from None
-        # Blocking: a burst of requests past the pool's size waits for a free
-        # connection instead of failing with MaxConnectionsError (a 500).
-        self._pool = redis.asyncio.BlockingConnectionPool.from_url(
-            uri, max_connections=64, timeout=10
-        )
-        self._client = redis.asyncio.Redis(connection_pool=self._pool)
+        self._client = async_redis(uri, max_connections=64)
         self._admit = self._client.register_script(_ADMIT_LUA)
 
     async def admit(self, windows: Sequence[RateWindow], budgets: Sequence[Budget]) -> Verdict:
@@ -243,7 +234,7 @@ class RedisQuotaStore:
             await pipe.execute()
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self._client.aclose()
 
 
 def budget_counter(day: str, scope: str, name: str, measure: str) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from agentlab.errors import MissingExtraError
+from agentlab.serve.gateway.redis_clients import sync_redis
 
 __all__ = [
     "AuditEntry",
@@ -226,11 +226,7 @@ class RedisState(SharedState):
         self, url: str, *, prefix: str = "agentlab:gateway", ttl_s: float = DEFAULT_TTL_S
     ) -> None:
         super().__init__(ttl_s)
-        try:
-            import redis
-        except ImportError:
-            raise MissingExtraError("redis", "redis") from None
-        self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._redis = sync_redis(url, decode_responses=True)
         self._keys = [f"{prefix}:state", f"{prefix}:audit"]
         self._put = self._redis.register_script(_PUT)
 
