@@ -39,7 +39,6 @@ from agentlab.serve.agent_app import (
     RunResponse,
     RunState,
     guarded_run,
-    public_state,
     resumable,
     run_error_id,
 )
@@ -55,6 +54,7 @@ from agentlab.serve.gateway.hygiene import (
 )
 from agentlab.serve.gateway.keys import ApiKey, UnknownKeyError, open_key_store
 from agentlab.serve.gateway.metrics import metrics_response, observe_request, run_in_flight
+from agentlab.serve.gateway.paused_runs import META_KEY, PausedRuns, RunView
 from agentlab.serve.gateway.quotas import Admission, Limits, QuotaExceeded, Quotas
 from agentlab.serve.gateway.routing import Routing, add_admin_routes
 from agentlab.serve.gateway.usage import record_request
@@ -67,9 +67,6 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["GatewayRunRequest", "GatewayRunResponse", "NewKeyRequest", "create_gateway_app"]
-
-META_KEY = "gateway"
-"""The run metadata key under which the gateway records key, owner, agent, version."""
 
 
 class GatewayRunRequest(BaseModel):
@@ -256,6 +253,9 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
     authenticated = Depends(authenticator)
     routing = Routing(cfg, workspace, agents)
     background = BackgroundRuns(workspace)
+    shared = (  # paused runs and resumed runs' states, on Redis for every machine
+        PausedRuns(cfg.redis_url, workspace, ttl_s=cfg.paused_run_ttl_s) if cfg.redis_url else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -267,6 +267,8 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         yield
         await background.aclose()
         await quotas.aclose()
+        if shared is not None:
+            await shared.aclose()
         otel.shutdown()
 
     app = FastAPI(
@@ -327,10 +329,10 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
             async with slots.slot():
                 admission = await admitted(key, agent, built)
                 run = response = None
+                routed = {"version": version, "assigned": choice.assigned}
+                gateway = {"key_id": key.id, "owner": key.owner, "agent": agent, **routed}
                 try:
-                    gateway = {"key_id": key.id, "owner": key.owner, "agent": agent}
-                    routed = {"version": version, "assigned": choice.assigned}
-                    metadata = {**(body.metadata or {}), META_KEY: {**gateway, **routed}}
+                    metadata = {**(body.metadata or {}), META_KEY: gateway}
                     run = built.start(body.input, user=body.user, metadata=metadata)
                     started(run, admission.headers)
                     with run_in_flight():
@@ -346,6 +348,8 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
                     routing.settle(agent, choice, response.status if response else None)
                     used = run.usage.total_tokens if run is not None else 0
                     await quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
+            if shared is not None and response.status == "paused":  # no round trip otherwise
+                await shared.publish(response, gateway, generation=0)
             return response, admission
 
         if body.async_:  # 202 now; the run goes on in the background
@@ -355,17 +359,27 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         response, admission = await execute()
         return answer(request, response, agent, version, admission.headers)
 
-    def read_run(run_id: str) -> tuple[dict[str, Any] | None, str | None]:
+    def read_local(run_id: str) -> RunView | None:
         store = TraceStore(workspace)
         row = store.run(run_id)
-        failed = row is not None and row.get("status") == "failed"
-        return row, run_error_id(store, run_id) if failed else None
+        if row is None:
+            return None
+        failed = row.get("status") == "failed"
+        return RunView.of_row(row, run_error_id(store, run_id) if failed else None)
 
-    async def visible_run(run_id: str, key: ApiKey) -> tuple[dict[str, Any], str | None]:
-        row, error_id = await asyncio.to_thread(read_run, run_id)
-        if row is None or not _owned(key, row):  # another client's run: as if unknown
+    async def read_run(run_id: str) -> RunView | None:
+        """The run from this machine's trace store; from Redis when the store has
+        it paused (it may have been resumed elsewhere) or not at all."""
+        view = await asyncio.to_thread(read_local, run_id)
+        if shared is not None and (view is None or view.status == "paused"):
+            return await shared.view(run_id) or view
+        return view
+
+    async def visible_run(run_id: str, key: ApiKey) -> RunView:
+        view = await read_run(run_id)
+        if view is None or not _owned(key, view.row):  # another client's run: as if unknown
             raise ApiError(404, f"No run has the id {run_id!r} for this API key.")
-        return row, error_id
+        return view
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics(key: ApiKey = authenticated) -> Any:
@@ -377,8 +391,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
     async def get_run(run_id: str, key: ApiKey = authenticated) -> Any:
         """A run's status, answer or explanation, and what a paused run waits for
         (your own runs; any run with the ``runs:read`` scope)."""
-        row, error_id = await visible_run(run_id, key)
-        return public_state(row, error_id)
+        return (await visible_run(run_id, key)).state
 
     @router.post("/v1/runs/{run_id}/resume", response_model=GatewayRunResponse)
     async def resume_run(
@@ -386,8 +399,8 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
     ) -> Any:
         """Resume your paused run with a decision on its pending call, or an
         interrupted one with an empty body; then finish it."""
-        row, _ = await visible_run(run_id, key)
-        meta = (row.get("metadata") or {}).get(META_KEY) or {}
+        view = await visible_run(run_id, key)
+        row, meta = view.row, view.gateway
         agent, version = meta.get("agent"), meta.get("version")
         built = agents.get(agent or "", {}).get(version or "")
         if agent is None or version is None or built is None:
@@ -399,30 +412,42 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         require(key, f"agents:{agent}")
         built = routing.agent_for(agent, version, key=key, user=None)
         request.state.agent, request.state.version = agent, version
-        async with slots.slot():
-            admission = await admitted(key, agent, built)
-            response = None
-            try:
-                work = built.resume(
-                    run_id, approve=body.approve, note=body.note, answer=body.answer
-                )
-                response = await guarded_run(
-                    built,
-                    resumable(work),
-                    run_id=run_id,
-                    timeout_s=cfg.hygiene.run_timeout_s,
-                    workspace=workspace,
-                )
-            finally:  # charge what this resumption added to the run
-                cost = (response.cost or 0.0) - (row.get("cost") or 0.0) if response else 0.0
-                tokens = (
-                    response.usage.total_tokens
-                    - (row.get("input_tokens") or 0)
-                    - (row.get("output_tokens") or 0)
-                    if response
-                    else 0
-                )
-                await quotas.settle(admission, cost=max(cost, 0.0), tokens=max(tokens, 0))
+        # a run paused here or elsewhere: taken from Redis, so only one resumption goes on
+        claim = None
+        if shared is not None and (view.shared or view.status == "paused"):
+            claim = await shared.claim(run_id, view)
+        try:
+            async with slots.slot():
+                admission = await admitted(key, agent, built)
+                response = None
+                try:
+                    work = built.resume(
+                        run_id, approve=body.approve, note=body.note, answer=body.answer
+                    )
+                    response = await guarded_run(
+                        built,
+                        resumable(work),
+                        run_id=run_id,
+                        timeout_s=cfg.hygiene.run_timeout_s,
+                        workspace=workspace,
+                    )
+                finally:  # charge what this resumption added to the run
+                    cost = (response.cost or 0.0) - (row.get("cost") or 0.0) if response else 0.0
+                    tokens = (
+                        response.usage.total_tokens
+                        - (row.get("input_tokens") or 0)
+                        - (row.get("output_tokens") or 0)
+                        if response
+                        else 0
+                    )
+                    await quotas.settle(admission, cost=max(cost, 0.0), tokens=max(tokens, 0))
+        except ApiError:  # refused before it ran (503, 429, 409): it waits again
+            if shared is not None and claim is not None:
+                await shared.put_back(claim)
+            raise
+        if shared is not None:  # its end, for every machine (paused: resumable anywhere)
+            generation = claim.generation if claim is not None else None
+            await shared.publish(response, meta, generation=generation)
         return answer(request, response, agent, version, admission.headers)
 
     @router.get("/v1/admin/keys", response_model=list[ApiKey])

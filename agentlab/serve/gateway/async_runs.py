@@ -22,7 +22,10 @@ steps as server-sent events.
   (what ``GET /v1/runs/{run_id}`` answers) or ``paused`` (the same, with what it
   waits for); ``timeout`` when the run is still running past the server's run
   limit (its worker may have stopped). A ``: ping`` comment every 15 s keeps
-  proxies from closing an idle stream.
+  proxies from closing an idle stream. With Redis, a run paused or resumed through
+  another gateway machine ends its stream with the state that machine shared
+  (:mod:`~agentlab.serve.gateway.paused_runs`): the steps this machine's trace store
+  holds (none for a run it never saw), then ``paused`` or ``end``.
 """
 
 # No `from __future__ import annotations`: FastAPI must see the real classes of the
@@ -39,8 +42,9 @@ from pydantic import BaseModel
 
 from agentlab.agents import Run
 from agentlab.errors import MissingExtraError
-from agentlab.serve.agent_app import RunResponse, UsageOut, mark_failed, public_state
+from agentlab.serve.agent_app import RunResponse, UsageOut, mark_failed
 from agentlab.serve.gateway.keys import ApiKey
+from agentlab.serve.gateway.paused_runs import RunView
 from agentlab.serve.gateway.usage import record_request
 from agentlab.tracing import TraceStore
 from agentlab.tracing.gateway_requests import ASYNC_END_ROUTE
@@ -260,8 +264,9 @@ def _empty_step(step: int) -> dict[str, Any]:
     }
 
 
-ReadRun = Callable[[str], tuple[dict[str, Any] | None, str | None]]
-"""The app's reader of a run: its trace-store row and error id."""
+ReadRun = Callable[[str], Awaitable[RunView | None]]
+"""The app's reader of a run: from this machine's trace store, or the state another
+gateway machine shared (:mod:`~agentlab.serve.gateway.paused_runs`)."""
 
 
 async def run_events(
@@ -273,10 +278,10 @@ async def run_events(
     sent = 0
     deadline = time.monotonic() + timeout_s
     while True:
-        row, error_id = await asyncio.to_thread(read_run, run_id)
-        if row is None:  # pruned meanwhile
+        view = await read_run(run_id)
+        if view is None:  # pruned meanwhile
             return
-        status = row.get("status")
+        status = view.status
         steps = await asyncio.to_thread(_steps_after, store, run_id, sent)
         if status == "running" and steps:
             steps = steps[:-1]  # the last one may still be making its tool calls
@@ -284,11 +289,11 @@ async def run_events(
             sent = step["step"]
             yield {"event": "step", "data": json.dumps(step)}
         if status != "running":
-            state = public_state(row, error_id).model_dump(mode="json")
+            state = view.state.model_dump(mode="json")
             state.update(
-                input_tokens=row.get("input_tokens"),
-                output_tokens=row.get("output_tokens"),
-                cost=row.get("cost"),
+                input_tokens=view.row.get("input_tokens"),
+                output_tokens=view.row.get("output_tokens"),
+                cost=view.row.get("cost"),
             )
             yield {"event": "paused" if status == "paused" else "end", "data": json.dumps(state)}
             return

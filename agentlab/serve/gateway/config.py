@@ -169,6 +169,13 @@ class GatewayConfig(BaseModel):
         description="How stale runtime weights, flags and verified API keys may be on "
         "another worker (a key revoked through one is refused by all within this).",
     )
+    paused_run_ttl_s: int = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="With redis_url: how long a paused run (and the latest state of a "
+        "resumed one) stays on Redis, resumable and readable through every gateway "
+        "machine; after that, only through the machine where it paused.",
+    )
 
     @model_validator(mode="after")
     def _agent_names(self) -> GatewayConfig:
