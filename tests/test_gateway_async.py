@@ -5,12 +5,15 @@ with 2 uvicorn workers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -19,10 +22,16 @@ from _http import free_port, running_process
 from fastapi.testclient import TestClient
 from gateway_fixtures.agents import SECRET_TEXT
 
+from agentlab.agents import ReActAgent
+from agentlab.models import FunctionModel
 from agentlab.serve.gateway.app import create_gateway_app
-from agentlab.serve.gateway.async_runs import ASYNC_END_ROUTE, SHUTDOWN_EXPLANATION
+from agentlab.serve.gateway.async_runs import (
+    ASYNC_END_ROUTE,
+    SHUTDOWN_EXPLANATION,
+    BackgroundRuns,
+)
 from agentlab.serve.gateway.config import GatewayConfig
-from agentlab.serve.gateway.keys import SQLiteKeyStore
+from agentlab.serve.gateway.keys import ApiKey, SQLiteKeyStore
 from agentlab.serve.gateway.usage import usage_by
 from agentlab.tracing import TraceStore
 
@@ -317,3 +326,36 @@ def test_async_runs_on_two_uvicorn_workers(served) -> None:
         resumed = client.post(f"/v1/runs/{paused_id}/resume", json={"approve": True})
         assert resumed.json()["output"] == "Outcome: refunded 42.0 on O-1"
         assert client.get(f"/v1/runs/{paused_id}").json()["status"] == "completed"
+
+
+async def test_shutdown_keeps_the_end_of_a_run_that_finished_while_settling(tmp_path) -> None:
+    """Cancelled at shutdown after its run completed (its quota still settling), a
+    background task leaves the run completed and records its usage as served."""
+    workspace = tmp_path / "ws"
+    background = BackgroundRuns(workspace)
+    settling = asyncio.Event()  # never set: the settlement outlives the shutdown
+    agent = ReActAgent(FunctionModel(lambda m, t: "done", name="quick"), trace=workspace)
+
+    async def execute(on_start: Any) -> tuple[Any, Any]:
+        run = agent.start("hi")
+        on_start(run, {})
+        await run.finish()
+        await settling.wait()
+        raise AssertionError("never settles")
+
+    key = ApiKey(id="k1", owner="acme", scopes=("agents:*",), created_at=datetime.now(UTC))
+    request = SimpleNamespace(state=SimpleNamespace())
+    accepted = await background.launch(execute, request=request, key=key, agent="a", version="1")
+    run_id = json.loads(accepted.body)["run_id"]
+    for _ in range(100):  # until the run completed and the task waits on its settlement
+        if TraceStore(workspace).run(run_id)["status"] == "completed":  # type: ignore[index]
+            break
+        await asyncio.sleep(0.02)
+    await background.aclose()
+    store = TraceStore(workspace)
+    assert store.run(run_id)["status"] == "completed"  # type: ignore[index]
+    ended = store.sql(
+        "SELECT status_code FROM gateway_requests WHERE run_id = ? AND route = ?",
+        [run_id, ASYNC_END_ROUTE],
+    )
+    assert ended == [(200,)]

@@ -347,7 +347,9 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
                 finally:
                     routing.settle(agent, choice, response.status if response else None)
                     used = run.usage.total_tokens if run is not None else 0
-                    await quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
+                    # shielded: a shutdown that cancels an async run mid-way still settles
+                    settled = quotas.settle(admission, cost=(run and run.cost) or 0.0, tokens=used)
+                    await asyncio.shield(settled)
             if shared is not None and response.status == "paused":  # no round trip otherwise
                 await shared.publish(response, gateway, generation=0)
             return response, admission

@@ -151,8 +151,10 @@ class BackgroundRuns:
         try:
             response, _ = await execute(on_start)
         except asyncio.CancelledError:
-            if started.done():
-                run = started.result()[0]
+            run = started.result()[0] if started.done() else None
+            # stopped by this cancellation (the run loop recorded it cancelled), not a run
+            # that had ended on its own and was settling its quota: that one keeps its end
+            if run is not None and (not run.done or run.status == "cancelled"):
                 mark_failed(run.agent, run.id, run, "cancelled", SHUTDOWN_EXPLANATION, None)
                 status = 503
             raise
