@@ -4,8 +4,10 @@
 >>> store.writer().emit(event)         # durable once it returns
 >>> store.sql("SELECT status, count(*) FROM runs GROUP BY ALL")
 >>> store.prune(parse_age("30d"))      # old runs and all their rows; then compact
+>>> import_run(other, export_run(store, run_id))   # a run moved to another store
 """
 
+from agentlab.tracing.handoff import export_run, import_run
 from agentlab.tracing.queries import RunFilter
 from agentlab.tracing.retention import CompactReport, PruneReport, parse_age
 from agentlab.tracing.store import TraceStore
@@ -18,6 +20,8 @@ __all__ = [
     "TraceStore",
     "TraceWriter",
     "close_writers",
+    "export_run",
     "get_writer",
+    "import_run",
     "parse_age",
 ]
