@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from agentlab.serve.gateway.auth import Authenticator
 from agentlab.serve.gateway.keys import SQLiteKeyStore
 
 
-def test_a_worker_remembers_verified_keys_for_the_ttl_only(tmp_path) -> None:
+async def test_a_worker_remembers_verified_keys_for_the_ttl_only(tmp_path) -> None:
     """The key cache: one store lookup per key per interval; a key revoked elsewhere
     is refused once the interval is over."""
     store = SQLiteKeyStore(tmp_path / "gateway.sqlite")
@@ -17,12 +18,38 @@ def test_a_worker_remembers_verified_keys_for_the_ttl_only(tmp_path) -> None:
     verify = store.verify
     store.verify = lambda k: lookups.append(k) or verify(k)  # type: ignore[method-assign]
     auth = Authenticator(store, cache_ttl_s=0.2)
-    assert auth._verify(key) == record
-    assert auth._verify(key) == record and len(lookups) == 1
-    assert auth._verify("agl_0000000000000000_nope") is None
-    assert auth._verify("agl_0000000000000000_nope") is None and len(lookups) == 2
+    assert await auth._verify(key) == record
+    assert await auth._verify(key) == record and len(lookups) == 1
+    assert await auth._verify("agl_0000000000000000_nope") is None
+    assert await auth._verify("agl_0000000000000000_nope") is None and len(lookups) == 2
     SQLiteKeyStore(tmp_path / "gateway.sqlite").revoke(record.id)  # another worker
-    assert auth._verify(key) == record  # still within the interval
+    assert await auth._verify(key) == record  # still within the interval
     time.sleep(0.25)
-    assert auth._verify(key) is None and len(lookups) == 3
-    assert Authenticator(store)._verify(key) is None  # no cache: every time
+    assert await auth._verify(key) is None and len(lookups) == 3
+    assert await Authenticator(store)._verify(key) is None  # no cache: every time
+
+
+async def test_a_slow_key_store_holds_up_its_request_not_the_worker(tmp_path) -> None:
+    store = SQLiteKeyStore(tmp_path / "gateway.sqlite")
+    record, key = store.create("acme", ["agents:*"])
+    verify = store.verify
+
+    def slow(presented: str) -> object:
+        time.sleep(0.5)  # a stalled Redis, a busy SQLite
+        return verify(presented)
+
+    store.verify = slow  # type: ignore[assignment,method-assign]
+    ticks = 0
+
+    async def other_requests() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(other_requests())
+    try:
+        assert await Authenticator(store)._verify(key) == record
+    finally:
+        ticker.cancel()
+    assert ticks >= 20  # the event loop went on serving while the store answered

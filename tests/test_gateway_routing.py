@@ -4,6 +4,7 @@ the per-version comparison from the trace store."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -461,3 +462,33 @@ def test_versions_compare_through_the_eval_comparison(tmp_path, keys) -> None:
     assert (comparison.completion.a, comparison.completion.b) == (1.0, 0.5)
     assert "regressed" in str(comparison)
     assert version_report(store, "svc", "3").results == []
+
+
+async def test_a_slow_state_store_is_read_off_the_event_loop(tmp_path) -> None:
+    state = SQLiteState(tmp_path / "s.sqlite", ttl_s=60)
+    state.put("weights/echo", {"1": 1}, who="ops", action="set")
+    read = state._read_all
+
+    def slow() -> dict[str, str]:
+        time.sleep(0.5)  # a stalled Redis
+        return read()
+
+    state._read_all = slow  # type: ignore[method-assign]
+    ticks = 0
+
+    async def other_requests() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(other_requests())
+    try:
+        await state.fresh()
+    finally:
+        ticker.cancel()
+    assert ticks >= 20  # the event loop went on while the state was read
+    began = time.monotonic()
+    assert state.get("weights/echo") == {"1": 1}  # from the cache: no read
+    assert time.monotonic() - began < 0.1
+    await state.fresh()  # still fresh: nothing to do

@@ -321,6 +321,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
         check_input(body.input, cfg.hygiene.max_input_chars)
         if body.metadata and META_KEY in body.metadata:
             raise ApiError(422, f"metadata.{META_KEY} is reserved for the gateway; rename it.")
+        await routing.state.fresh()  # weights, flags: read off the event loop
         choice, built = routing.choose(agent, key=key, user=body.user)
         version = choice.version
         request.state.agent, request.state.version = agent, version
@@ -412,6 +413,7 @@ def create_gateway_app(config: GatewayConfig | str | os.PathLike[str] | None = N
                 "where it was started.",
             )
         require(key, f"agents:{agent}")
+        await routing.state.fresh()
         built = routing.agent_for(agent, version, key=key, user=None)
         request.state.agent, request.state.version = agent, version
         # a run paused here or elsewhere: taken from Redis, so only one resumption goes on

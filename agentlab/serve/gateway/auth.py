@@ -8,6 +8,7 @@ tells whether a key id exists; a valid key without the scope a route needs is a
 """
 
 # No `from __future__ import annotations`: FastAPI reads the dependency's signature.
+import asyncio
 import hashlib
 import time
 from typing import Any
@@ -56,18 +57,19 @@ class Authenticator:
         """Drop what this worker remembers (after a key is revoked through it)."""
         self._cache.clear()
 
-    def _verify(self, presented: str) -> ApiKey | None:
+    async def _verify(self, presented: str) -> ApiKey | None:
+        """The key `presented` stands for; the store is asked in a thread, so a slow
+        key store (Redis stalled, SQLite busy) holds up this request, not the worker."""
         if self.cache_ttl_s <= 0:
-            return self.store.verify(presented)
+            return await asyncio.to_thread(self.store.verify, presented)
         digest = hashlib.sha256(presented.encode()).digest()
-        now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        key = self.store.verify(presented)
+        key = await asyncio.to_thread(self.store.verify, presented)
         if len(self._cache) >= self.MAX_CACHED:
             self._cache.clear()
-        self._cache[digest] = (now + self.cache_ttl_s, key)
+        self._cache[digest] = (time.monotonic() + self.cache_ttl_s, key)
         return key
 
     async def __call__(self, request: Request) -> ApiKey:
@@ -75,7 +77,7 @@ class Authenticator:
         if verified is not None:
             return verified
         presented = _presented(request.headers)
-        key = self._verify(presented) if presented else None
+        key = await self._verify(presented) if presented else None
         if key is None:
             raise ApiError(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         request.state.key = key

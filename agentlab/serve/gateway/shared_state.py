@@ -13,11 +13,13 @@ by the workers of one machine) and :class:`RedisState` (several machines);
 lives `ttl_s` seconds (1 s by default): a change made through one worker is seen
 by every other worker (and machine) within `ttl_s`, without a restart; the worker
 that made it sees it at once. One read of the state per worker per `ttl_s`,
-whatever the traffic.
+whatever the traffic, made in a thread (:meth:`SharedState.fresh`) so a slow
+store never stalls a worker's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
@@ -68,11 +70,24 @@ class SharedState(ABC):
 
     def snapshot(self) -> dict[str, Any]:
         """Every document, at most `ttl_s` old."""
+        cache = self._cache
+        if cache is not None and not self._expired():  # no lock: a read may be under way
+            return cache
         with self._lock:
-            if self._cache is None or time.monotonic() - self._read_at >= self.ttl_s:
+            if self._cache is None or self._expired():
                 self._cache = {name: json.loads(v) for name, v in self._read_all().items()}
                 self._read_at = time.monotonic()
             return self._cache
+
+    async def fresh(self) -> None:
+        """Read the state again, in a thread, if the cache has expired: the request
+        path's reads that follow hit the cache, and a slow store (Redis stalled)
+        holds up the request that found it expired, not the worker's event loop."""
+        if self._cache is None or self._expired():
+            await asyncio.to_thread(self.snapshot)
+
+    def _expired(self) -> bool:
+        return time.monotonic() - self._read_at >= self.ttl_s
 
     def get(self, name: str) -> Any:
         """The document `name` (None when there is none)."""
