@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+
+from _event_loop import ticks_while
 
 from agentlab.serve.gateway.auth import Authenticator
 from agentlab.serve.gateway.keys import SQLiteKeyStore
@@ -39,17 +40,6 @@ async def test_a_slow_key_store_holds_up_its_request_not_the_worker(tmp_path) ->
         return verify(presented)
 
     store.verify = slow  # type: ignore[assignment,method-assign]
-    ticks = 0
-
-    async def other_requests() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticker = asyncio.create_task(other_requests())
-    try:
-        assert await Authenticator(store)._verify(key) == record
-    finally:
-        ticker.cancel()
+    verified, ticks = await ticks_while(Authenticator(store)._verify(key))
+    assert verified == record
     assert ticks >= 20  # the event loop went on serving while the store answered

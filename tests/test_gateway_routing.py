@@ -4,7 +4,6 @@ the per-version comparison from the trace store."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _event_loop import ticks_while
 from _redis import RedisServer
 from fastapi.testclient import TestClient
 
@@ -474,19 +474,7 @@ async def test_a_slow_state_store_is_read_off_the_event_loop(tmp_path) -> None:
         return read()
 
     state._read_all = slow  # type: ignore[method-assign]
-    ticks = 0
-
-    async def other_requests() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    ticker = asyncio.create_task(other_requests())
-    try:
-        await state.fresh()
-    finally:
-        ticker.cancel()
+    _, ticks = await ticks_while(state.fresh())
     assert ticks >= 20  # the event loop went on while the state was read
     began = time.monotonic()
     assert state.get("weights/echo") == {"1": 1}  # from the cache: no read
